@@ -1,0 +1,35 @@
+"""aezoo: the autoencoder family, faithful to its papers, fast on a CPU.
+
+>>> import aezoo
+>>> model = aezoo.create("ae", input_shape=(1, 28, 28), latent_dim=10)
+>>> data = aezoo.data.load("fashion-mnist")
+>>> aezoo.Trainer(model, data, aezoo.TrainConfig(epochs=5), run_dir="runs/ae").fit()
+>>> model = aezoo.load("runs/ae")
+"""
+
+from __future__ import annotations
+
+from . import data
+from ._version import __version__
+from .errors import UserError
+from .models.base import Autoencoder, load_model, make_config, save_model
+from .registry import get as get_model_class
+from .registry import names as list_models
+from .train import TrainConfig, Trainer
+
+
+def create(name: str, preset: str | None = None, **overrides) -> Autoencoder:
+    """A new model of the registered family ``name``; ``overrides`` set config fields by name."""
+    cls = get_model_class(name)
+    return cls(make_config(cls, preset, **overrides))
+
+
+def load(run_dir: str, map_location: str = "cpu") -> Autoencoder:
+    """The model saved in ``run_dir`` (``config.json`` + ``model.safetensors``)."""
+    return load_model(run_dir, map_location)
+
+
+save = save_model
+
+__all__ = ["__version__", "create", "load", "save", "list_models", "Trainer", "TrainConfig", "UserError", "data",
+           "Autoencoder"]

@@ -1,0 +1,118 @@
+"""Runs on disk: starting, resuming and finishing a training run directory.
+
+A run directory holds ``run.json`` (model name and config, training config, data spec, timing),
+``metrics.jsonl``, ``checkpoint.safetensors``, the final ``config.json`` + ``model.safetensors``,
+``eval.json`` and ``reconstructions.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .. import data as data_mod
+from ..config import apply_overrides, from_dict, to_dict
+from ..errors import UserError
+from ..eval import reconstruct, reconstruction_metrics
+from ..io import read_json, save_image, write_json
+from ..models.base import Autoencoder, load_model, make_config
+from ..registry import get as get_model_class
+from ..report import image_grid, to_images
+from ..train import TrainConfig, Trainer
+
+
+def build(model_name: str, dataset: data_mod.Dataset, preset: str | None, model_overrides: list[str]) -> Autoencoder:
+    cls = get_model_class(model_name)
+    config = make_config(cls, preset, input_shape=list(dataset.shape), data_kind=dataset.kind)
+    config = apply_overrides(config, model_overrides, where=f"{model_name} config")
+    return cls(config)
+
+
+def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset: str | None = None,
+              model_overrides: list[str] = (), train_overrides: dict | None = None, train_sets: list[str] = (),
+              resume: bool = False, data_dir: str | None = None, progress: bool = True) -> dict:
+    """Validate everything, then train and finish the run. Returns the test metrics."""
+    out_dir = Path(out)
+    if resume:
+        meta = read_json(out_dir / "run.json", "run (run.json); nothing to resume")
+        if model_name and model_name != meta["model"]:
+            raise UserError(f"{out}: the run trains {meta['model']!r}, not {model_name!r}")
+        if model_overrides or preset:
+            raise UserError("a resumed run keeps its model config; drop --set/--preset for the model")
+        data_spec = data_spec or meta["data"]
+        if data_spec != meta["data"]:
+            raise UserError(f"{out}: the run was trained on {meta['data']!r}, not {data_spec!r}")
+        cfg = from_dict(TrainConfig, meta["train"], "train config")
+        # A resumed run may extend its budget: epochs and max_minutes can change, nothing else.
+        allowed = {"epochs", "max_minutes", "progress"}
+        cfg = _apply_train(cfg, {k: v for k, v in (train_overrides or {}).items() if k in allowed}, train_sets)
+        dataset = data_mod.load(data_spec, data_dir, progress)
+        cls = get_model_class(meta["model"])
+        model = cls(from_dict(cls.Config, meta["model_config"], f"{meta['model']} config"))
+    else:
+        if out_dir.exists() and any(out_dir.iterdir()):
+            raise UserError(f"{out}: exists and is not empty; add --resume to continue that run, or choose a new --out")
+        if not data_spec:
+            raise UserError("--data is required")
+        cfg = _apply_train(TrainConfig(), train_overrides or {}, train_sets)
+        dataset = data_mod.load(data_spec, data_dir, progress)
+        model = build(model_name, dataset, preset, list(model_overrides))
+    cfg.progress = progress and cfg.progress
+    trainer = Trainer(model, dataset, cfg, out_dir,
+                      extra_meta={"model_config": to_dict(model.config), "preset": preset})
+    trainer.fit(resume=resume)
+    return finish_run(model, dataset, out_dir)
+
+
+def _apply_train(cfg: TrainConfig, values: dict, sets: list[str]) -> TrainConfig:
+    items = [f"{k}={json.dumps(v)}" for k, v in values.items() if v is not None]
+    cfg = apply_overrides(cfg, items + list(sets), where="train config")
+    cfg.validate()
+    return cfg
+
+
+def finish_run(model: Autoencoder, dataset: data_mod.Dataset, out_dir: Path) -> dict:
+    """Test metrics into ``eval.json`` and a reconstruction grid into ``reconstructions.png``."""
+    model.to("cpu")
+    metrics = evaluate(model, dataset, "test")
+    write_json(out_dir / "eval.json", metrics)
+    save_image(out_dir / "reconstructions.png", reconstruction_grid(model, dataset, "test", 12))
+    return metrics
+
+
+def evaluate(model: Autoencoder, dataset: data_mod.Dataset, split: str = "test") -> dict:
+    check_compatible(model, dataset)
+    part = dataset.split(split)
+    lo, hi = dataset.value_range()
+    metrics = {"model": model.name, "data": dataset.spec, "split": split}
+    metrics.update(reconstruction_metrics(model, part.x, data_range=hi - lo))
+    return metrics
+
+
+def reconstruction_grid(model: Autoencoder, dataset: data_mod.Dataset, split: str, n: int):
+    check_compatible(model, dataset)
+    x = dataset.split(split).x[:n]
+    rec = reconstruct(model, x)
+    return image_grid([to_images(x, dataset.shape, dataset.kind), to_images(rec, dataset.shape, dataset.kind)])
+
+
+def check_compatible(model: Autoencoder, dataset: data_mod.Dataset) -> None:
+    if tuple(dataset.shape) != tuple(model.config.input_shape):
+        raise UserError(f"{dataset.spec!r} has items of shape {dataset.shape}; the model was trained on "
+                        f"{tuple(model.config.input_shape)}")
+
+
+def open_run(run_dir: str, data_spec: str | None, data_dir: str | None, progress: bool = True):
+    """The saved model of ``run_dir`` and a dataset (``data_spec``, or the one it was trained on)."""
+    model = load_model(run_dir)
+    if data_spec is None:
+        run = Path(run_dir) / "run.json"
+        if not run.is_file():
+            raise UserError(f"{run_dir}: no run.json to tell which data the model was trained on; pass --data")
+        data_spec = read_json(run)["data"]
+    with torch.no_grad():
+        dataset = data_mod.load(data_spec, data_dir, progress)
+    check_compatible(model, dataset)
+    return model, dataset

@@ -1,0 +1,161 @@
+"""Datasets named by spec strings, parsed here and nowhere else.
+
+A spec is ``KIND``, ``KIND:PATH`` or either followed by ``?option=value&option=value``:
+
+==================  =========================================================================
+``fashion-mnist``    Fashion-MNIST IDX files (see :mod:`aezoo.data.idx` for where they are found)
+``mnist``            MNIST IDX files
+``digits``           scikit-learn's 8x8 digits
+``lines``            ACAI's synthetic lines; options ``n`` (train+val items), ``test``, ``size``, ``seed``
+``folder:PATH``      images below PATH; options ``size`` (``32`` or ``HxW``), ``grey`` (true/false)
+``npy:PATH``         one array of items; option ``kind`` (image/vector)
+``npz:PATH``         arrays x [, y, x_test, y_test]; option ``kind``
+``csv:PATH``         numeric table; options ``label`` (column name or number), ``header`` (auto/yes/no)
+==================  =========================================================================
+
+Every spec also takes ``limit=N``: keep the first N items of each split (quick experiments, tests).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from ..errors import UserError
+from .base import Dataset, Split, batches, num_batches
+
+KINDS = {
+    "fashion-mnist": "Fashion-MNIST (IDX files; Debian package dataset-fashion-mnist)",
+    "mnist": "MNIST digits (IDX files)",
+    "digits": "scikit-learn's 8x8 digits",
+    "lines": "ACAI's synthetic 32x32 lines (generated, seeded)",
+    "folder": "folder:PATH, image files (sub-folders give labels)",
+    "npy": "npy:PATH, an array of items",
+    "npz": "npz:PATH, arrays x, y, x_test, y_test",
+    "csv": "csv:PATH, a numeric table",
+}
+_NEEDS_PATH = {"folder", "npy", "npz", "csv"}
+_OPTIONS = {
+    "fashion-mnist": set(),
+    "mnist": set(),
+    "digits": set(),
+    "lines": {"n", "test", "size", "seed"},
+    "folder": {"size", "grey"},
+    "npy": {"kind"},
+    "npz": {"kind"},
+    "csv": {"label", "header"},
+}
+
+
+@dataclass(frozen=True)
+class Spec:
+    kind: str
+    path: str | None
+    options: dict
+
+
+def parse_spec(spec: str) -> Spec:
+    head, _, query = spec.partition("?")
+    kind, sep, path = head.partition(":")
+    kind = kind.strip().lower()
+    if kind not in KINDS:
+        hint = difflib.get_close_matches(kind, KINDS, n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise UserError(f"unknown dataset {spec!r}{extra}; known kinds: {', '.join(KINDS)}")
+    if kind in _NEEDS_PATH and not path:
+        raise UserError(f"dataset {kind!r} needs a path: {kind}:PATH")
+    if kind not in _NEEDS_PATH and sep:
+        raise UserError(f"dataset {kind!r} takes no path (got {spec!r})")
+    options = {}
+    for part in filter(None, query.split("&")):
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise UserError(f"dataset option {part!r} in {spec!r} needs a value: {part}=VALUE")
+        allowed = _OPTIONS[kind] | {"limit"}
+        if key not in allowed:
+            raise UserError(f"dataset {kind!r} has no option {key!r}; options: {', '.join(sorted(allowed))}")
+        options[key] = value
+    return Spec(kind, path or None, options)
+
+
+def _int(options: dict, key: str, default: int, low: int = 1) -> int:
+    raw = options.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UserError(f"dataset option {key}={raw!r} must be an integer") from None
+    if value < low:
+        raise UserError(f"dataset option {key}={value} must be at least {low}")
+    return value
+
+
+def _size(raw: str | None) -> tuple[int, int] | None:
+    if raw is None:
+        return None
+    try:
+        parts = [int(p) for p in raw.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise UserError(f"dataset option size={raw!r} must be N or HxW, e.g. 32 or 64x48")
+    return parts[0], parts[1]
+
+
+def _bool(raw: str | None) -> bool | None:
+    if raw is None:
+        return None
+    table = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    if raw.lower() not in table:
+        raise UserError(f"dataset option value {raw!r} must be true or false")
+    return table[raw.lower()]
+
+
+def _choice(raw: str | None, choices: tuple[str, ...], key: str) -> str | None:
+    if raw is not None and raw not in choices:
+        raise UserError(f"dataset option {key}={raw!r} must be one of {', '.join(choices)}")
+    return raw
+
+
+def load(spec: str, data_dir: str | None = None, progress: bool = True) -> Dataset:
+    """Load the dataset named by ``spec`` (see the module docstring)."""
+    s = parse_spec(spec)
+    o = s.options
+    if s.kind in ("fashion-mnist", "mnist"):
+        from .idx import load_idx_dataset
+
+        ds = load_idx_dataset(s.kind, data_dir, progress)
+    elif s.kind == "digits":
+        from .synthetic import load_digits
+
+        ds = load_digits()
+    elif s.kind == "lines":
+        from .synthetic import load_lines
+
+        ds = load_lines(_int(o, "n", 50000, 2), _int(o, "test", 5000), _int(o, "size", 32, 4), _int(o, "seed", 0, 0))
+    elif s.kind == "folder":
+        from .files import load_folder
+
+        ds = load_folder(s.path, _size(o.get("size")), _bool(o.get("grey")))
+    elif s.kind in ("npy", "npz"):
+        from . import files
+
+        kind = _choice(o.get("kind"), ("image", "vector"), "kind")
+        ds = (files.load_npy if s.kind == "npy" else files.load_npz)(s.path, kind)
+    else:  # csv
+        from .files import load_csv
+
+        ds = load_csv(s.path, o.get("label"), _choice(o.get("header"), ("auto", "yes", "no"), "header") or "auto")
+    if "limit" in o:
+        n = _int(o, "limit", 0)
+        for name in ("train", "val", "test"):
+            sp = getattr(ds, name)
+            setattr(ds, name, Split(sp.x[:n], None if sp.y is None else sp.y[:n]))
+    ds.spec = spec
+    return ds
+
+
+__all__ = ["Dataset", "Split", "batches", "num_batches", "load", "parse_spec", "KINDS"]

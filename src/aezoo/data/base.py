@@ -1,0 +1,147 @@
+"""The in-memory dataset every source produces, its splits and the batch iterator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Literal
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..outputs import Batch
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Split:
+    """Items ``x`` (N, *shape) as float32 and, when known, integer labels ``y`` (N,)."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+@dataclass
+class Dataset:
+    """Train, validation and test splits of one source.
+
+    ``kind`` is ``"image"`` (items are (C, H, W), values in [0, 1]) or ``"vector"`` (items are (D,)).
+    """
+
+    spec: str
+    kind: Literal["image", "vector"]
+    train: Split
+    val: Split
+    test: Split
+    classes: list[str] | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+    @property
+    def has_labels(self) -> bool:
+        return self.train.y is not None
+
+    def split(self, name: str) -> Split:
+        if name not in SPLITS:
+            raise UserError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+    def value_range(self) -> tuple[float, float]:
+        """(low, high) of the values: (0, 1) for images, the training data's extremes otherwise."""
+        if self.kind == "image":
+            return 0.0, 1.0
+        x = self.train.x
+        return float(x.min()), float(x.max())
+
+
+def batches(
+    split: Split,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    start: int = 0,
+    drop_last: bool = False,
+) -> Iterator[Batch]:
+    """Minibatches of ``split``: one gather per batch, no per-item Python work.
+
+    The order of epoch ``epoch`` depends only on ``(seed, epoch)``, so a resumed run can skip to batch
+    ``start`` and see exactly the batches an uninterrupted run would have seen.
+    """
+    n = len(split)
+    if shuffle:
+        order = torch.from_numpy(np.random.default_rng([seed, epoch]).permutation(n))
+    else:
+        order = torch.arange(n)
+    stop = (n // batch_size) * batch_size if drop_last else n
+    for i in range(start * batch_size, stop, batch_size):
+        idx = order[i : i + batch_size]
+        yield Batch(split.x[idx], None if split.y is None else split.y[idx])
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
+    return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def split_off(x: np.ndarray, y: np.ndarray | None, fraction: float, seed: int = 0):
+    """Split ``fraction`` of the items off at random (fixed seed: the same split on every run).
+
+    Returns ``(x_kept, y_kept, x_held, y_held)``.
+    """
+    n = len(x)
+    n_held = int(round(n * fraction))
+    if n_held < 1 or n - n_held < 1:
+        raise UserError(f"too few items ({n}) to split off a {fraction:.0%} part; give more data")
+    order = np.random.default_rng(seed).permutation(n)
+    held, kept = np.sort(order[:n_held]), np.sort(order[n_held:])
+    take = (lambda a, i: None if a is None else a[i])
+    return x[kept], take(y, kept), x[held], take(y, held)
+
+
+def make_dataset(
+    spec: str,
+    kind: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray | None,
+    x_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+    *,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    classes: list[str] | None = None,
+    meta: dict | None = None,
+) -> Dataset:
+    """Build a Dataset from arrays. Without a given test set, ``test_fraction`` of the items is held out;
+    the validation split always comes from the training items. Splits use a fixed seed."""
+    if x_test is None:
+        x_train, y_train, x_test, y_test = split_off(x_train, y_train, test_fraction, seed=1)
+    x_train, y_train, x_val, y_val = split_off(x_train, y_train, val_fraction, seed=0)
+
+    def mk(x, y):
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        yt = None if y is None else torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
+        return Split(xt, yt)
+
+    return Dataset(
+        spec=spec,
+        kind=kind,  # type: ignore[arg-type]
+        train=mk(x_train, y_train),
+        val=mk(x_val, y_val),
+        test=mk(x_test, y_test),
+        classes=classes,
+        meta=meta or {},
+    )
+
+
+def check_finite(x: np.ndarray, where: str) -> None:
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).sum())
+        raise UserError(f"{where}: {bad} value(s) are NaN or infinite; clean the data first")

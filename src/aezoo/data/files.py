@@ -1,0 +1,217 @@
+"""A user's own data: ``folder:PATH`` (images), ``npy:PATH``, ``npz:PATH`` and ``csv:PATH``."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from .base import Dataset, check_finite, make_dataset
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def _exists(path: str, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UserError(f"{path}: no such {what}")
+    return p
+
+
+def read_image(path: Path, size: tuple[int, int] | None, grey: bool) -> np.ndarray:
+    """One image as (C, H, W) float32 in [0, 1], resized to ``size`` (H, W) when given."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if grey else "RGB")
+            if size is not None and im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), Image.Resampling.BICUBIC)
+            a = np.asarray(im, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise UserError(f"{path}: cannot read the image ({e})") from None
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def load_folder(path: str, size: tuple[int, int] | None = None, grey: bool | None = None) -> Dataset:
+    """Every image below ``path``. Images in sub-folders are labelled by the sub-folder's name.
+
+    Without ``size`` all images must share one size. ``grey`` defaults to True when every image is
+    single-channel.
+    """
+    from PIL import Image
+
+    root = _exists(path, "folder")
+    if not root.is_dir():
+        raise UserError(f"{path}: not a folder (use npy:, npz: or csv: for a file)")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise UserError(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+    if grey is None:
+        grey = True
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    if im.mode not in ("L", "1", "I;16", "I", "F", "LA"):
+                        grey = False
+                        break
+            except OSError as e:
+                raise UserError(f"{f}: cannot read the image ({e})") from None
+    images = [read_image(f, size, grey) for f in files]
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        first = images[0].shape
+        other = next(f for f, im in zip(files, images) if im.shape != first)
+        raise UserError(
+            f"{path}: mixed image sizes ({files[0].name} is {first[2]}x{first[1]}, {other.name} is "
+            f"{images[files.index(other)].shape[2]}x{images[files.index(other)].shape[1]}); "
+            "resize them with ?size=HxW in the spec"
+        )
+    x = np.stack(images)
+    rel_dirs = [f.parent.relative_to(root).as_posix() for f in files]
+    if all(d != "." for d in rel_dirs) and len(set(rel_dirs)) > 1:
+        classes = sorted(set(rel_dirs))
+        y = np.array([classes.index(d) for d in rel_dirs], np.int64)
+    else:
+        classes, y = None, None
+    return make_dataset(f"folder:{path}", "image", x, y, classes=classes, meta={"files": [str(f) for f in files]})
+
+
+def _as_items(x: np.ndarray, where: str, kind: str | None) -> tuple[np.ndarray, str]:
+    """Arrays to (N, C, H, W) images in [0, 1] or (N, D) vectors, by shape and dtype (or ``kind``)."""
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise UserError(f"{where}: array of {x.dtype} is not numeric")
+    if x.ndim < 2:
+        raise UserError(f"{where}: expected an array of items (N, ...), got shape {x.shape}")
+    if len(x) == 0:
+        raise UserError(f"{where}: the array has no items")
+    check_finite(x, where)
+    if kind is None:
+        kind = "vector" if x.ndim == 2 else "image"
+    if kind == "vector":
+        return x.reshape(len(x), -1).astype(np.float32), "vector"
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        x = x.transpose(0, 3, 1, 2)  # channels-last to (N, C, H, W)
+    elif x.ndim != 4:
+        raise UserError(f"{where}: images must be (N, H, W) or (N, H, W, C) or (N, C, H, W), got {x.shape}")
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0, "image"
+    x = x.astype(np.float32)
+    if x.min() < 0 or x.max() > 1:
+        raise UserError(
+            f"{where}: image values must lie in [0, 1] (found {x.min():g}..{x.max():g}); "
+            "scale them, store uint8, or add ?kind=vector"
+        )
+    return x, "image"
+
+
+def _labels(y, n: int, where: str) -> np.ndarray | None:
+    if y is None:
+        return None
+    y = np.asarray(y)
+    if y.shape != (n,):
+        raise UserError(f"{where}: labels have shape {y.shape}, expected ({n},)")
+    if not np.issubdtype(y.dtype, np.integer):
+        if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
+            return y.astype(np.int64)
+        raise UserError(f"{where}: labels must be integers")
+    return y.astype(np.int64)
+
+
+def load_npy(path: str, kind: str | None = None) -> Dataset:
+    p = _exists(path, "file")
+    try:
+        x = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"{path}: not a readable .npy file ({e})") from None
+    x, kind = _as_items(x, path, kind)
+    return make_dataset(f"npy:{path}", kind, x, None)
+
+
+_X_KEYS = ("x", "X", "data", "images", "x_train", "arr_0")
+_Y_KEYS = ("y", "labels", "y_train", "targets")
+
+
+def load_npz(path: str, kind: str | None = None) -> Dataset:
+    """Items under ``x`` (or data/images/x_train/arr_0), labels under ``y`` (or labels/y_train/targets);
+    ``x_test``/``y_test`` when present give the test split."""
+    p = _exists(path, "file")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"{path}: not a readable .npz file ({e})") from None
+    xkey = next((k for k in _X_KEYS if k in arrays), None)
+    if xkey is None:
+        raise UserError(f"{path}: no array named one of {', '.join(_X_KEYS)} (found: {', '.join(arrays) or 'none'})")
+    x, kind = _as_items(arrays[xkey], f"{path}[{xkey}]", kind)
+    ykey = next((k for k in _Y_KEYS if k in arrays), None)
+    y = _labels(arrays.get(ykey), len(x), f"{path}[{ykey}]") if ykey else None
+    xt = yt = None
+    if "x_test" in arrays:
+        xt, _ = _as_items(arrays["x_test"], f"{path}[x_test]", kind)
+        if xt.shape[1:] != x.shape[1:]:
+            raise UserError(f"{path}: x_test items {xt.shape[1:]} differ from training items {x.shape[1:]}")
+        yt = _labels(arrays.get("y_test"), len(xt), f"{path}[y_test]") if "y_test" in arrays else None
+        if (y is None) != (yt is None):
+            raise UserError(f"{path}: give labels for both training and test items, or for neither")
+    return make_dataset(f"npz:{path}", kind, x, y, xt, yt)
+
+
+def load_csv(path: str, label: str | None = None, header: str = "auto") -> Dataset:
+    """A numeric table, one item per row. ``label`` names (or numbers, from 0) an integer label column.
+    The header row is detected when its cells are not numbers (``header=yes|no`` forces it)."""
+    p = _exists(path, "file")
+    try:
+        with open(p, newline="") as f:
+            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path}: cannot read the CSV file ({e})") from None
+    if not rows:
+        raise UserError(f"{path}: the CSV file is empty")
+
+    def numeric(cell: str) -> bool:
+        try:
+            float(cell)
+            return True
+        except ValueError:
+            return False
+
+    has_header = {"yes": True, "no": False}.get(header, not all(numeric(c) for c in rows[0]))
+    names = [c.strip() for c in rows[0]] if has_header else [str(i) for i in range(len(rows[0]))]
+    body = rows[1:] if has_header else rows
+    if not body:
+        raise UserError(f"{path}: the CSV file has a header but no rows")
+    width = len(names)
+    label_col = None
+    if label is not None:
+        if label in names:
+            label_col = names.index(label)
+        elif label.isdigit() and int(label) < width:
+            label_col = int(label)
+        else:
+            raise UserError(f"{path}: no column {label!r} for the labels (columns: {', '.join(names)})")
+    data = np.empty((len(body), width), np.float64)
+    for i, row in enumerate(body):
+        line = i + 1 + int(has_header)
+        if len(row) != width:
+            raise UserError(f"{path}:{line}: {len(row)} columns, expected {width}")
+        for j, cell in enumerate(row):
+            try:
+                data[i, j] = float(cell)
+            except ValueError:
+                raise UserError(f"{path}:{line}: column {names[j]!r} holds {cell!r}, not a number") from None
+    check_finite(data, path)
+    y = None
+    if label_col is not None:
+        y = _labels(data[:, label_col], len(data), f"{path} column {names[label_col]!r}")
+        data = np.delete(data, label_col, axis=1)
+    if data.shape[1] == 0:
+        raise UserError(f"{path}: no feature columns besides the label")
+    return make_dataset(f"csv:{path}", "vector", data.astype(np.float32), y)
+
+

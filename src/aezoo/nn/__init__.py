@@ -1,0 +1,5 @@
+"""Building blocks shared by two or more models."""
+
+from .blocks import ConvDecoder, ConvEncoder, activation, mlp
+
+__all__ = ["mlp", "activation", "ConvEncoder", "ConvDecoder"]

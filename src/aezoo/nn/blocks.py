@@ -1,0 +1,77 @@
+"""MLPs and strided convolutional encoders/decoders that fit any input size."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU, "tanh": nn.Tanh,
+                "sigmoid": nn.Sigmoid, "leaky_relu": lambda: nn.LeakyReLU(0.2)}
+
+
+def activation(name: str) -> nn.Module:
+    if name not in _ACTIVATIONS:
+        raise UserError(f"unknown activation {name!r}; choose one of {', '.join(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]()
+
+
+def mlp(sizes: list[int], act: str = "relu", final_act: bool = False) -> nn.Sequential:
+    """Linear layers ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``, an activation between each pair
+    (and after the last one when ``final_act``)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or final_act:
+            layers.append(activation(act))
+    return nn.Sequential(*layers)
+
+
+class ConvEncoder(nn.Module):
+    """Stride-2 4x4 convolutions (one per entry of ``channels``), then a linear map of the flattened
+    feature map to ``out_dim``. Input (B, C, H, W) of the size given at construction."""
+
+    def __init__(self, in_shape: tuple[int, int, int], channels: tuple[int, ...], out_dim: int, act: str = "relu"):
+        super().__init__()
+        c, h, w = in_shape
+        layers: list[nn.Module] = []
+        self.sizes = [(h, w)]  # spatial size before each stage; the decoder mirrors it exactly
+        for ch in channels:
+            if min(h, w) < 2:
+                raise UserError(f"input {in_shape} is too small for {len(channels)} stride-2 stages; use fewer channels")
+            layers += [nn.Conv2d(c, ch, 4, stride=2, padding=1), activation(act)]
+            c, h, w = ch, h // 2, w // 2
+            self.sizes.append((h, w))
+        self.features = nn.Sequential(*layers)
+        self.feature_shape = (c, h, w)
+        self.head = nn.Linear(c * h * w, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))  # (B, out_dim)
+
+
+class ConvDecoder(nn.Module):
+    """Mirror of :class:`ConvEncoder`: linear map to the encoder's last feature map, then stride-2
+    transposed convolutions back to exactly ``sizes[0]`` with ``out_channels`` channels (no activation)."""
+
+    def __init__(self, in_dim: int, feature_shape: tuple[int, int, int], channels: tuple[int, ...],
+                 sizes: list[tuple[int, int]], out_channels: int, act: str = "relu"):
+        super().__init__()
+        self.feature_shape = feature_shape
+        self.sizes = sizes
+        self.head = nn.Sequential(nn.Linear(in_dim, math.prod(feature_shape)), activation(act))
+        chans = list(reversed(channels)) + [out_channels]
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1) for a, b in zip(chans[:-1], chans[1:]))
+        self.act = activation(act)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.head(z).view(-1, *self.feature_shape)
+        targets = list(reversed(self.sizes[:-1]))
+        for i, up in enumerate(self.ups):
+            h = up(h, output_size=targets[i])
+            if i < len(self.ups) - 1:
+                h = self.act(h)
+        return h  # (B, out_channels, H, W)

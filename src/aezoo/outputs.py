@@ -1,0 +1,36 @@
+"""Small result types shared by every model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Batch:
+    """One minibatch: inputs ``x`` (B, *shape) and labels ``y`` (B,) when the data has them."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+@dataclass
+class Encoded:
+    """What ``encode`` returns: the code ``z`` used downstream (a posterior's mode for stochastic models)
+    and, for stochastic models, the ``posterior`` object itself (``sample``, ``mode``, ``kl``, ``log_prob``)."""
+
+    z: torch.Tensor
+    posterior: Any = None
+
+
+@dataclass
+class LossOutput:
+    """The scalar to minimise for one phase and the metrics to log (plain floats or 0-d tensors)."""
+
+    loss: torch.Tensor
+    metrics: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,5 @@
+"""Figures and run reports."""
+
+from .grid import image_grid, to_images
+
+__all__ = ["image_grid", "to_images"]

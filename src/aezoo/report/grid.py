@@ -1,0 +1,44 @@
+"""Image grids with Pillow and NumPy (no torchvision)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import UserError
+
+
+def to_images(x: torch.Tensor, shape: tuple[int, ...], kind: str) -> np.ndarray:
+    """Items (N, *shape) to displayable (N, H, W, C) floats in [0, 1]. Vectors are shown as a near-square
+    image of their values, min-max scaled over the whole batch."""
+    x = x.detach().float().cpu()
+    if kind == "image":
+        a = x.clamp(0, 1).numpy()
+        return a.transpose(0, 2, 3, 1)
+    flat = x.reshape(len(x), -1).numpy()
+    d = flat.shape[1]
+    w = int(np.ceil(np.sqrt(d)))
+    h = int(np.ceil(d / w))
+    pad = np.zeros((len(flat), h * w), np.float32)
+    pad[:, :d] = flat
+    lo, hi = float(flat.min()), float(flat.max())
+    pad = (pad - lo) / (hi - lo + 1e-12)
+    return pad.reshape(len(flat), h, w, 1)
+
+
+def image_grid(rows: list[np.ndarray], pad: int = 2, scale: int = 2, bg: float = 1.0) -> Image.Image:
+    """Stack rows of images (each (N, H, W, C) in [0, 1], equal N and size) into one picture."""
+    if not rows or len(rows[0]) == 0:
+        raise UserError("nothing to draw")
+    n, h, w, c = rows[0].shape
+    grid = np.full((len(rows) * (h + pad) + pad, n * (w + pad) + pad, c), bg, np.float32)
+    for r, row in enumerate(rows):
+        for i in range(min(n, len(row))):
+            y, x0 = pad + r * (h + pad), pad + i * (w + pad)
+            grid[y : y + h, x0 : x0 + w] = row[i]
+    img = (grid * 255).round().astype(np.uint8)
+    im = Image.fromarray(img[..., 0] if c == 1 else img)
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+    return im

@@ -1,0 +1,77 @@
+"""Checkpoints: one safetensors file holding weights, optimizer states and RNG states, with the trainer's
+position (step, epoch, batch, elapsed time) as JSON metadata. Written to a temporary file and renamed,
+so a crash during a write leaves the previous checkpoint intact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ..errors import UserError
+from ..io import atomic_path
+
+FORMAT = "aezoo-checkpoint/1"
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, optimizers: dict, state: dict) -> None:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt_meta = {}
+    for phase, opt in optimizers.items():
+        sd = opt.state_dict()
+        scalars = {}
+        for pid, st in sd["state"].items():
+            for key, value in st.items():
+                if torch.is_tensor(value):
+                    tensors[f"opt.{phase}.{pid}.{key}"] = value.detach().cpu().contiguous()
+                else:
+                    scalars[f"{pid}.{key}"] = value
+        opt_meta[phase] = {"param_groups": sd["param_groups"], "scalars": scalars}
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    meta = {"format": FORMAT, "state": json.dumps(state), "optimizers": json.dumps(opt_meta)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=meta)
+
+
+def read_checkpoint(path: Path) -> tuple[dict, dict, dict]:
+    """Returns (tensors, trainer state, optimizer metadata)."""
+    if not path.is_file():
+        raise UserError(f"{path}: no checkpoint to resume from")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        if meta.get("format") != FORMAT:
+            raise UserError(f"{path}: not an aezoo checkpoint")
+        return tensors, json.loads(meta["state"]), json.loads(meta["optimizers"])
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: corrupt checkpoint ({e})") from None
+
+
+def restore_optimizer(opt: torch.optim.Optimizer, phase: str, tensors: dict, meta: dict, device) -> None:
+    if phase not in meta:
+        raise UserError(f"checkpoint has no optimizer for phase {phase!r}")
+    state: dict = {}
+    prefix = f"opt.{phase}."
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            pid, name = key[len(prefix):].split(".", 1)
+            # Adam keeps 'step' on the CPU; moments live with the parameters.
+            state.setdefault(int(pid), {})[name] = value if name == "step" else value.to(device)
+    for key, value in meta[phase]["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": meta[phase]["param_groups"]})
+
+
+def restore_rng(tensors: dict) -> None:
+    torch.set_rng_state(tensors["rng.cpu"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)

@@ -1,0 +1,53 @@
+"""Training settings (``--set train.KEY=VALUE`` on the command line)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..errors import UserError
+
+
+@dataclass
+class TrainConfig:
+    epochs: int | None = 10  # passes over the training split; None: run until max_minutes
+    max_minutes: float | None = None  # wall-clock budget, counted across resumes; stops after the current step
+    batch_size: int = 128
+    lr: float = 1e-3  # peak learning rate (Adam's default of Kingma & Ba 2015)
+    optimizer: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["constant", "cosine", "linear"] = "constant"  # decay of lr over the planned steps
+    warmup_steps: int = 0  # linear warm-up from 0 to lr
+    min_lr_ratio: float = 0.0  # floor of the decay, as a fraction of lr
+    grad_clip: float | None = None  # max global gradient norm per phase; None: no clipping
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU (measured faster)
+    compile: bool = False  # torch.compile the loss (pays off on long runs)
+    device: str = "auto"  # auto: cuda when available, else cpu
+    threads: int | None = None  # CPU threads for torch; None: torch's default
+    seed: int = 0  # fixes initialisation, data order and noise
+    val_every: int = 0  # validate every N steps; 0: at the end of each epoch
+    checkpoint_every: int = 1000  # steps between checkpoints (also written at the end)
+    log_every: int = 50  # steps between lines of metrics.jsonl
+    progress: bool = True  # tqdm progress bar on stderr
+
+    def validate(self) -> None:
+        if self.epochs is None and self.max_minutes is None:
+            raise UserError("give a number of epochs, a time budget (max_minutes), or both")
+        if self.epochs is not None and self.epochs < 1:
+            raise UserError(f"epochs must be at least 1, got {self.epochs}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise UserError(f"max_minutes must be positive, got {self.max_minutes}")
+        if self.batch_size < 1:
+            raise UserError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise UserError(f"lr must be positive, got {self.lr}")
+        if self.schedule != "constant" and self.epochs is None:
+            raise UserError(f"schedule={self.schedule} needs a number of epochs to plan the decay")
+        for name in ("warmup_steps", "checkpoint_every", "log_every", "val_every"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must not be negative")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise UserError(f"grad_clip must be positive, got {self.grad_clip}")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"threads must be at least 1, got {self.threads}")

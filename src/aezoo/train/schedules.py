@@ -1,0 +1,21 @@
+"""Learning-rate schedules as pure functions of the step: nothing to save, resume is exact."""
+
+from __future__ import annotations
+
+import math
+
+
+def lr_factor(step: int, total: int | None, schedule: str, warmup: int = 0, floor: float = 0.0) -> float:
+    """Multiplier of the peak learning rate at ``step`` (0-based) of ``total`` planned steps."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant" or not total:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "cosine":
+        decay = 0.5 * (1 + math.cos(math.pi * progress))
+    elif schedule == "linear":
+        decay = 1.0 - progress
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}")
+    return floor + (1 - floor) * decay

@@ -1,0 +1,306 @@
+"""The training loop. It knows the model protocol (phases, ``loss``, ``phase_parameters``), never which
+model it trains.
+
+Per batch, each phase in ``model.phases`` takes one optimizer step. The run directory receives
+``checkpoint.safetensors`` (every ``checkpoint_every`` steps and at the end), ``metrics.jsonl``,
+``config.json`` + ``model.safetensors`` (the final model) and ``run.json`` (what was run, where, how long).
+Resuming restores weights, optimizer states, RNG state and the position in the data order, so a resumed
+run ends with the same weights as an uninterrupted one (CPU, same seed and thread count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .._version import __version__
+from ..config import to_dict
+from ..data import Dataset, batches, num_batches
+from ..errors import TrainingDiverged, UserError
+from ..models.base import Autoencoder, load_state, save_model
+from ..outputs import Batch
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .schedules import lr_factor
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r} (use auto, cpu or cuda)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("device cuda requested but no CUDA device is available")
+    return dev
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        # Native bf16 matmul (AVX-512 BF16 / AMX); without it bf16 autocast is slower than fp32.
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+@dataclass
+class TrainResult:
+    step: int
+    epoch: int
+    elapsed_s: float
+    stopped_by: str  # "epochs" or "time"
+    last_metrics: dict
+
+
+class MetricsLog:
+    """Appends one JSON object per line; on resume, drops lines written after the checkpoint."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        if resume_step is not None and path.exists():
+            kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+            path.write_text("".join(ln + "\n" for ln in kept))
+        elif resume_step is None and path.exists():
+            path.unlink()
+        self._f = open(path, "a")
+
+    def write(self, record: dict) -> None:
+        self._f.write(json.dumps(record) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class Trainer:
+    """Train ``model`` on ``data`` with ``config``, writing everything into ``run_dir``."""
+
+    def __init__(self, model: Autoencoder, data: Dataset, config: TrainConfig | None = None,
+                 run_dir: str | os.PathLike = "runs/run", extra_meta: dict | None = None):
+        self.model = model
+        self.data = data
+        self.config = config or TrainConfig()
+        self.config.validate()
+        self.run_dir = Path(run_dir)
+        self.extra_meta = extra_meta or {}
+        if tuple(data.shape) != tuple(model.config.input_shape):
+            raise UserError(f"the data's items have shape {data.shape}, the model expects {tuple(model.config.input_shape)}")
+        if len(data.train) < self.config.batch_size:
+            raise UserError(f"the training split has {len(data.train)} items, fewer than batch_size={self.config.batch_size}")
+
+    # --- set-up ----------------------------------------------------------------------------------
+    def _setup(self):
+        c = self.config
+        if c.threads:
+            torch.set_num_threads(c.threads)
+        self.device = resolve_device(c.device)
+        # auto: bf16 autocast on CUDA only. On CPU it measured slower than fp32 for our model sizes even
+        # with AVX-512 BF16 (weight casts dominate at these widths; bench/precision.py), so fp32 there.
+        self.use_bf16 = c.precision == "bf16" or (
+            c.precision == "auto" and self.device.type == "cuda" and bf16_supported(self.device))
+        if c.precision == "bf16" and not bf16_supported(self.device):
+            raise UserError(f"precision=bf16 is not supported on this {self.device.type} device; use fp32 or auto")
+        self.model.to(self.device)
+        self.optimizers = {}
+        for phase in self.model.phases:
+            params = [p for p in self.model.phase_parameters(phase) if p.requires_grad]
+            opts = {"lr": c.lr, "betas": tuple(c.betas), "weight_decay": c.weight_decay}
+            opts.update(self.model.optimizer_overrides(phase))
+            cls = torch.optim.AdamW if c.optimizer == "adamw" else torch.optim.Adam
+            self.optimizers[phase] = cls(params, **opts)
+        self.base_lrs = {ph: [g["lr"] for g in opt.param_groups] for ph, opt in self.optimizers.items()}
+        self.loss_fn = torch.compile(self.model.loss) if c.compile else self.model.loss
+        self.steps_per_epoch = num_batches(len(self.data.train), c.batch_size, drop_last=True)
+        self.total_steps = c.epochs * self.steps_per_epoch if c.epochs else None
+
+    def _autocast(self):
+        if not self.use_bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    # --- one step --------------------------------------------------------------------------------
+    def _train_step(self, batch: Batch, step: int) -> dict:
+        c = self.config
+        factor = lr_factor(step, self.total_steps, c.schedule, c.warmup_steps, c.min_lr_ratio)
+        metrics = {}
+        multi = len(self.model.phases) > 1
+        for phase, opt in self.optimizers.items():
+            for group, base in zip(opt.param_groups, self.base_lrs[phase]):
+                group["lr"] = base * factor
+            opt.zero_grad(set_to_none=True)
+            with self._autocast():
+                out = self.loss_fn(batch, phase, step)
+            value = float(out.loss.detach())
+            if not math.isfinite(value):
+                self._diverged(value, step, phase)
+            out.loss.backward()
+            if c.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], c.grad_clip)
+            opt.step()
+            for k, v in out.metrics.items():
+                metrics[f"{phase}/{k}" if multi else k] = float(v)
+        return metrics
+
+    def _diverged(self, value: float, step: int, phase: str):
+        path = self.run_dir / CHECKPOINT
+        kept = f"the last good checkpoint ({path}) is kept" if path.exists() else "no checkpoint was written yet"
+        raise TrainingDiverged(
+            f"loss became {value} at step {step} (phase {phase!r}); training stopped and {kept}; "
+            "try a lower learning rate (--lr) or gradient clipping (--set train.grad_clip=1.0)"
+        )
+
+    @torch.no_grad()
+    def validate(self, step: int) -> dict:
+        """Mean metrics over the validation split. Its randomness comes from a fixed seed in a forked RNG,
+        so validating never changes the training run."""
+        self.model.eval()
+        sums: dict[str, float] = {}
+        n = 0
+        multi = len(self.model.phases) > 1
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.config.seed + 1)
+            for batch in batches(self.data.val, max(self.config.batch_size, 500)):
+                batch = self._to_device(batch)
+                for phase in self.model.phases:
+                    with self._autocast():
+                        out = self.model.loss(batch, phase, step)
+                    for k, v in out.metrics.items():
+                        key = f"{phase}/{k}" if multi else k
+                        sums[key] = sums.get(key, 0.0) + float(v) * len(batch)
+                n += len(batch)
+        self.model.train()
+        return {k: v / n for k, v in sums.items()}
+
+    def _to_device(self, batch: Batch) -> Batch:
+        if self.device.type == "cpu":
+            return batch
+        y = None if batch.y is None else batch.y.to(self.device, non_blocking=True)
+        return Batch(batch.x.to(self.device, non_blocking=True), y)
+
+    # --- the loop --------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> TrainResult:
+        from tqdm import tqdm
+
+        c = self.config
+        self._setup()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        state = {"step": 0, "epoch": 0, "batch": 0, "elapsed_s": 0.0}
+        if resume:
+            state = self._restore()
+        else:
+            torch.manual_seed(c.seed)
+            # Initialise afresh from the seed, so a model created earlier with another RNG state trains the same.
+            for m in self.model.modules():
+                if hasattr(m, "reset_parameters") and m is not self.model:
+                    m.reset_parameters()
+        self.model.train()
+        log = MetricsLog(self.run_dir / "metrics.jsonl", state["step"] if resume else None)
+        self._write_run_json(state, finished=False)
+        t0 = time.perf_counter() - state["elapsed_s"]
+        bar = tqdm(total=self.total_steps, initial=state["step"], disable=not c.progress, unit="step",
+                   desc=f"{self.model.name} on {self.data.spec}", dynamic_ncols=True)
+        acc: dict[str, float] = {}
+        acc_n = 0
+        t_log, items_log = time.perf_counter(), 0
+        last_val: dict = {}
+        stopped_by = "epochs"
+        try:
+            while c.epochs is None or state["epoch"] < c.epochs:
+                out_of_time = False
+                for batch in batches(self.data.train, c.batch_size, shuffle=True, seed=c.seed,
+                                     epoch=state["epoch"], start=state["batch"], drop_last=True):
+                    metrics = self._train_step(self._to_device(batch), state["step"])
+                    state["step"] += 1
+                    state["batch"] += 1
+                    for k, v in metrics.items():
+                        acc[k] = acc.get(k, 0.0) + v
+                    acc_n += 1
+                    items_log += len(batch)
+                    bar.update(1)
+                    if state["step"] % c.log_every == 0 or state["step"] == self.total_steps:
+                        now = time.perf_counter()
+                        rate = items_log / max(now - t_log, 1e-9)
+                        record = {k: v / acc_n for k, v in acc.items()}
+                        self._log(log, "train", state, now - t0, record, rate=rate)
+                        bar.set_postfix(loss=f"{record.get('loss', next(iter(record.values()), 0)):.4g}",
+                                        samples_s=f"{rate:,.0f}")
+                        acc, acc_n, t_log, items_log = {}, 0, now, 0
+                    if c.val_every and state["step"] % c.val_every == 0:
+                        last_val = self.validate(state["step"])
+                        self._log(log, "val", state, time.perf_counter() - t0, last_val)
+                    if c.checkpoint_every and state["step"] % c.checkpoint_every == 0:
+                        state["elapsed_s"] = time.perf_counter() - t0
+                        ckpt.save_checkpoint(self.run_dir / CHECKPOINT, self.model, self.optimizers, state)
+                    if c.max_minutes is not None and time.perf_counter() - t0 >= 60 * c.max_minutes:
+                        out_of_time = True
+                        break
+                if out_of_time:
+                    stopped_by = "time"
+                    break
+                state["epoch"] += 1
+                state["batch"] = 0
+                if not c.val_every:
+                    last_val = self.validate(state["step"])
+                    self._log(log, "val", state, time.perf_counter() - t0, last_val)
+        finally:
+            bar.close()
+            log.close()
+        state["elapsed_s"] = time.perf_counter() - t0
+        ckpt.save_checkpoint(self.run_dir / CHECKPOINT, self.model, self.optimizers, state)
+        save_model(self.model, self.run_dir)
+        self._write_run_json(state, finished=True, stopped_by=stopped_by, val=last_val)
+        return TrainResult(state["step"], state["epoch"], state["elapsed_s"], stopped_by, last_val)
+
+    def _log(self, log: MetricsLog, split: str, state: dict, elapsed: float, metrics: dict, rate=None):
+        record = {"split": split, "step": state["step"], "epoch": state["epoch"], "elapsed_s": round(elapsed, 3)}
+        if rate is not None:
+            record["samples_per_s"] = round(rate, 1)
+            record["lr"] = next(iter(self.optimizers.values())).param_groups[0]["lr"]
+        record.update(metrics)
+        log.write(record)
+
+    def _restore(self) -> dict:
+        path = self.run_dir / CHECKPOINT
+        tensors, state, opt_meta = ckpt.read_checkpoint(path)
+        model_state = {k[len("model."):]: v.to(self.device) for k, v in tensors.items() if k.startswith("model.")}
+        load_state(self.model, model_state, path)
+        for phase, opt in self.optimizers.items():
+            ckpt.restore_optimizer(opt, phase, tensors, opt_meta, self.device)
+        ckpt.restore_rng(tensors)
+        return state
+
+    def _write_run_json(self, state: dict, finished: bool, stopped_by: str | None = None, val: dict | None = None):
+        from ..io import write_json
+
+        meta = {
+            "aezoo_version": __version__,
+            "model": self.model.name,
+            "data": self.data.spec,
+            "train": to_dict(self.config),
+            "finished": finished,
+            "stopped_by": stopped_by,
+            "step": state["step"],
+            "epoch": state["epoch"],
+            "elapsed_s": round(state["elapsed_s"], 2),
+            "parameters": self.model.num_parameters(),
+            "precision": "bf16" if self.use_bf16 else "fp32",
+            "device": str(self.device),
+            "hardware": {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+                         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                         "torch": torch.__version__},
+            "val": val or {},
+        }
+        meta.update(self.extra_meta)
+        write_json(self.run_dir / "run.json", meta)
