@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="set a model config field (widths=[512,256]) or a training one (train.schedule=cosine)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     _common(p)
     p.set_defaults(func=cmd_train)
 
@@ -101,7 +102,7 @@ def cmd_train(a) -> int:
         overrides["epochs"] = None  # a budget alone: train until it runs out
         train_sets = ["epochs=null"] + train_sets
     metrics = train_run(a.model, a.data, a.out, preset=a.preset, model_overrides=model_sets,
-                        train_overrides=overrides, train_sets=train_sets, resume=a.resume,
+                        train_overrides=overrides, train_sets=train_sets, resume=a.resume, overwrite=a.overwrite,
                         data_dir=a.data_dir, progress=not a.quiet)
     print(json.dumps(metrics))
     print(f"aezoo: run written to {a.out}", file=sys.stderr)

@@ -43,6 +43,7 @@ def apply_overrides(cfg, overrides: list[str], where: str = "config"):
             raise UserError(f"--set expects KEY=VALUE, got {item!r}")
         key, raw = item.split("=", 1)
         cfg = _set_path(cfg, key.strip().split("."), _parse_value(raw), key.strip(), where)
+    _validate(cfg)  # once, after all overrides: fields may depend on each other
     return cfg
 
 
@@ -59,9 +60,7 @@ def _set_path(cfg, path: list[str], value, full_key: str, where: str):
         new_value = _set_path(child, path[1:], value, full_key, where)
     else:
         new_value = _coerce(value, hint, full_key)
-    out = dataclasses.replace(cfg, **{head: new_value})
-    _validate(out)
-    return out
+    return dataclasses.replace(cfg, **{head: new_value})
 
 
 def _validate(cfg) -> None:

@@ -8,6 +8,7 @@ A run directory holds ``run.json`` (model name and config, training config, data
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -32,7 +33,8 @@ def build(model_name: str, dataset: data_mod.Dataset, preset: str | None, model_
 
 def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset: str | None = None,
               model_overrides: list[str] = (), train_overrides: dict | None = None, train_sets: list[str] = (),
-              resume: bool = False, data_dir: str | None = None, progress: bool = True) -> dict:
+              resume: bool = False, overwrite: bool = False, data_dir: str | None = None,
+              progress: bool = True) -> dict:
     """Validate everything, then train and finish the run. Returns the test metrics."""
     out_dir = Path(out)
     if resume:
@@ -53,12 +55,18 @@ def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset
         model = cls(from_dict(cls.Config, meta["model_config"], f"{meta['model']} config"))
     else:
         if out_dir.exists() and any(out_dir.iterdir()):
-            raise UserError(f"{out}: exists and is not empty; add --resume to continue that run, or choose a new --out")
+            if not overwrite:
+                raise UserError(f"{out}: exists and is not empty; add --resume to continue that run, "
+                                "--overwrite to replace it, or choose a new --out")
+            if not (out_dir / "run.json").is_file():
+                raise UserError(f"{out}: not an aezoo run directory; --overwrite only replaces runs")
         if not data_spec:
             raise UserError("--data is required")
         cfg = _apply_train(TrainConfig(), train_overrides or {}, train_sets)
         dataset = data_mod.load(data_spec, data_dir, progress)
         model = build(model_name, dataset, preset, list(model_overrides))
+        if overwrite and out_dir.exists():
+            shutil.rmtree(out_dir)  # only now: every check above has passed
     cfg.progress = progress and cfg.progress
     trainer = Trainer(model, dataset, cfg, out_dir,
                       extra_meta={"model_config": to_dict(model.config), "preset": preset})

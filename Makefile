@@ -1,0 +1,29 @@
+# `make demo` and `make test` each set up .venv (when missing or out of date) and the data first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test data bench clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+data:
+	@scripts/get-data.sh
+
+demo: $(STAMP) data
+	$(BIN)/aezoo train ae --data fashion-mnist --out runs/demo --max-minutes 3 --epochs 30 --batch-size 256 --overwrite
+
+test: $(STAMP) data
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP) data
+	$(BIN)/python bench/ae_vs_pca.py
+
+clean:
+	rm -rf $(VENV) runs

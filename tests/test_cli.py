@@ -1,0 +1,144 @@
+"""The command line through a subprocess, as a user runs it."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+
+COMMANDS = ["train", "eval", "embed", "reconstruct", "list"]
+
+
+def one_line_error(r, pattern=None):
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aezoo: error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    if pattern:
+        assert pattern in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    r = run_cli("train", "ae", "--data", "digits", "--out", out, "--epochs", "3", "--seed", "1",
+                "--set", "widths=[64]", "--set", "latent_dim=8", "--set", "train.log_every=5", "--quiet")
+    assert r.returncode == 0, r.stderr
+    return out, json.loads(r.stdout)
+
+
+def test_help_for_every_command():
+    assert run_cli("--help").returncode == 0
+    for cmd in COMMANDS:
+        r = run_cli(cmd, "--help")
+        assert r.returncode == 0 and "usage: aezoo " + cmd in r.stdout
+
+
+def test_list():
+    r = run_cli("list", "--json")
+    listing = json.loads(r.stdout)
+    assert "ae" in listing["models"] and "hinton2006" in listing["models"]["ae"]["presets"]
+    assert {"fashion-mnist", "mnist", "digits", "lines", "folder", "npy", "npz", "csv"} <= set(listing["datasets"])
+
+
+def test_train_writes_a_complete_run(run):
+    out, metrics = run
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "metrics.jsonl", "run.json", "eval.json",
+            "reconstructions.png", "checkpoint.safetensors"} <= names
+    assert not [n for n in names if n.startswith(".")]  # no temporary files left
+    assert json.loads((out / "eval.json").read_text()) == metrics
+    assert metrics["recon_sse_per_item"] > 0 and metrics["psnr"] > 10
+    im = Image.open(out / "reconstructions.png")
+    assert im.width > im.height  # two rows of 12
+
+
+def test_eval_prints_one_json_object(run):
+    out, metrics = run
+    r = run_cli("eval", out)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["recon_sse_per_item"] == pytest.approx(metrics["recon_sse_per_item"], rel=1e-5)
+    assert {"psnr", "recon_mse"} <= set(got)
+    assert json.loads(run_cli("eval", out, "--split", "val").stdout)["split"] == "val"
+
+
+def test_embed_and_reconstruct(run, tmp_path):
+    out, _ = run
+    r = run_cli("embed", out, "--data", "digits", "--out", tmp_path / "z.npy", "--labels-out", tmp_path / "y.npy")
+    assert r.returncode == 0, r.stderr
+    z, y = np.load(tmp_path / "z.npy"), np.load(tmp_path / "y.npy")
+    assert z.shape == (180, 8) and y.shape == (180,) and np.isfinite(z).all()
+    r = run_cli("reconstruct", out, "--out", tmp_path / "r.png", "-n", "5")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "r.png").size == (2 * (5 * 10 + 2), 2 * (2 * 10 + 2))
+
+
+def test_resume_extends_a_finished_run(run, tmp_path):
+    import shutil
+
+    out, _ = run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    r = run_cli("train", "--out", copy, "--resume", "--epochs", "4", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((copy / "run.json").read_text())["epoch"] == 4
+
+
+def test_user_errors_are_one_line_and_write_nothing(run, tmp_path):
+    out, _ = run
+    new = tmp_path / "new"
+    one_line_error(run_cli("train", "vea", "--data", "digits", "--out", new), "unknown model 'vea'")
+    one_line_error(run_cli("train", "ae", "--data", "nope", "--out", new), "unknown dataset")
+    one_line_error(run_cli("train", "ae", "--data", "digits", "--out", new, "--set", "arch=rnn"), "arch must be one of")
+    one_line_error(run_cli("train", "ae", "--data", "digits", "--out", new, "--epochs", "0"), "epochs")
+    one_line_error(run_cli("train", "ae", "--data", f"folder:{tmp_path / 'none'}", "--out", new), "no such folder")
+    one_line_error(run_cli("train", "ae", "--out", new), "--data is required")
+    one_line_error(run_cli("train", "ae", "--data", "digits", "--out", out), "--resume")
+    one_line_error(run_cli("train", "--out", new, "--resume"), "nothing to resume")
+    one_line_error(run_cli("train", "ae", "--data", "digits"), "--out")  # argparse errors too
+    one_line_error(run_cli("train", "ae", "--data", "digits", "--out", new, "--epochs", "x"), "invalid int")
+    assert not new.exists()
+    one_line_error(run_cli("eval", tmp_path / "missing"), "no such run directory")
+    one_line_error(run_cli("eval", out, "--data", "lines?n=100&test=10"), "shape")
+    one_line_error(run_cli("embed", out, "--out", tmp_path / "z.txt"), ".npy")
+    one_line_error(run_cli("reconstruct", out, "--out", tmp_path / "r.gif"), ".png")
+    assert not (tmp_path / "z.txt").exists() and not (tmp_path / "r.gif").exists()
+
+
+def test_corrupt_run_files_are_user_errors(run, tmp_path):
+    import shutil
+
+    out, _ = run
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    (bad / "model.safetensors").write_bytes(b"\x00" * 64)
+    one_line_error(run_cli("eval", bad), "model.safetensors")
+    (bad / "config.json").write_text("{not json")
+    one_line_error(run_cli("eval", bad), "config.json")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    r = run_cli("eval", tmp_path / "missing", "--debug")
+    assert r.returncode == 1 and "Traceback" in r.stderr and "UserError" in r.stderr
+
+
+def test_train_on_a_csv_table(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = ["f1,f2,f3,label"] + [f"{a:.3f},{b:.3f},{a + b:.3f},{int(a > 0)}" for a, b in rng.normal(size=(200, 2))]
+    (tmp_path / "t.csv").write_text("\n".join(rows))
+    r = run_cli("train", "ae", "--data", f"csv:{tmp_path / 't.csv'}?label=label", "--out", tmp_path / "run",
+                "--epochs", "2", "--set", "widths=[16]", "--set", "latent_dim=2", "--quiet")
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert cfg["input_shape"] == [3] and cfg["data_kind"] == "vector"
+
+
+def test_overwrite_replaces_only_runs(run, tmp_path):
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.tex").write_text("x")
+    one_line_error(run_cli("train", "ae", "--data", "digits", "--out", tmp_path / "precious", "--overwrite"),
+                   "not an aezoo run directory")
+    assert (tmp_path / "precious" / "thesis.tex").exists()
