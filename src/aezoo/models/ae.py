@@ -7,8 +7,10 @@ back, and training minimises the reconstruction error of g(f(x)): cross-entropy 
 
 Preset ``hinton2006``: the paper's MNIST network 784-1000-500-250-30 with the mirrored decoder.
 Differences from the paper, and why: the paper pre-trains a stack of RBMs and fine-tunes logistic units
-with conjugate gradients; we train from a random start with ReLU units and Adam, which reaches a lower
-error in minutes on a CPU (see BENCHMARKS.md) and needs no pre-training stage. A convolutional variant
+with conjugate gradients; we train from a random start with ReLU units, batch normalisation after each
+hidden layer and Adam, which reaches a lower error in minutes on a CPU and needs no pre-training stage
+(measured on Fashion-MNIST, AE-30 after one minute: test SSE 7.0 with batch norm, 11.1 without; see
+BENCHMARKS.md). A convolutional variant
 (``arch="conv"``) is offered for images.
 """
 
@@ -35,6 +37,7 @@ class AEConfig(ModelConfig):
     channels: tuple[int, ...] = (32, 64)  # conv: channels of each stride-2 stage
     latent_dim: int = 30  # size of the code
     activation: str = "relu"  # hidden units (the paper: logistic, with RBM pre-training)
+    norm: Literal["none", "batch", "layer"] = "batch"  # after each hidden layer; batch norm trains ~3x faster here
     likelihood: Literal["auto", "bernoulli", "gaussian"] = "auto"  # auto: bernoulli for images, else gaussian
 
     def validate(self) -> None:
@@ -65,13 +68,13 @@ class AE(Autoencoder):
         c = config
         d = math.prod(c.input_shape)
         if c.arch == "mlp":
-            self.encoder = mlp([d, *c.widths, c.latent_dim], c.activation)
-            self.decoder = mlp([c.latent_dim, *reversed(c.widths), d], c.activation)
+            self.encoder = mlp([d, *c.widths, c.latent_dim], c.activation, norm=c.norm)
+            self.decoder = mlp([c.latent_dim, *reversed(c.widths), d], c.activation, norm=c.norm)
         else:
-            enc = ConvEncoder(tuple(c.input_shape), tuple(c.channels), c.latent_dim, c.activation)
+            enc = ConvEncoder(tuple(c.input_shape), tuple(c.channels), c.latent_dim, c.activation, c.norm)
             self.encoder = enc
             self.decoder = ConvDecoder(c.latent_dim, enc.feature_shape, tuple(c.channels), enc.sizes,
-                                       c.input_shape[0], c.activation)
+                                       c.input_shape[0], c.activation, c.norm)
 
     def encode(self, x: torch.Tensor) -> Encoded:
         h = x.flatten(1) if self.config.arch == "mlp" else x

@@ -19,14 +19,27 @@ def activation(name: str) -> nn.Module:
     return _ACTIVATIONS[name]()
 
 
-def mlp(sizes: list[int], act: str = "relu", final_act: bool = False) -> nn.Sequential:
-    """Linear layers ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``, an activation between each pair
-    (and after the last one when ``final_act``)."""
+NORMS = ("none", "batch", "layer")
+
+
+def _norm(kind: str, width: int, conv: bool = False) -> list[nn.Module]:
+    if kind == "none":
+        return []
+    if kind == "batch":
+        return [nn.BatchNorm2d(width) if conv else nn.BatchNorm1d(width)]
+    if kind == "layer":
+        return [nn.GroupNorm(1, width) if conv else nn.LayerNorm(width)]
+    raise UserError(f"unknown norm {kind!r}; choose one of {', '.join(NORMS)}")
+
+
+def mlp(sizes: list[int], act: str = "relu", final_act: bool = False, norm: str = "none") -> nn.Sequential:
+    """Linear layers ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``; between each pair (and after the last
+    one when ``final_act``) an optional normalisation, then the activation."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2 or final_act:
-            layers.append(activation(act))
+            layers += _norm(norm, b) + [activation(act)]
     return nn.Sequential(*layers)
 
 
@@ -34,7 +47,8 @@ class ConvEncoder(nn.Module):
     """Stride-2 4x4 convolutions (one per entry of ``channels``), then a linear map of the flattened
     feature map to ``out_dim``. Input (B, C, H, W) of the size given at construction."""
 
-    def __init__(self, in_shape: tuple[int, int, int], channels: tuple[int, ...], out_dim: int, act: str = "relu"):
+    def __init__(self, in_shape: tuple[int, int, int], channels: tuple[int, ...], out_dim: int, act: str = "relu",
+                 norm: str = "none"):
         super().__init__()
         c, h, w = in_shape
         layers: list[nn.Module] = []
@@ -42,7 +56,7 @@ class ConvEncoder(nn.Module):
         for ch in channels:
             if min(h, w) < 2:
                 raise UserError(f"input {in_shape} is too small for {len(channels)} stride-2 stages; use fewer channels")
-            layers += [nn.Conv2d(c, ch, 4, stride=2, padding=1), activation(act)]
+            layers += [nn.Conv2d(c, ch, 4, stride=2, padding=1), *_norm(norm, ch, conv=True), activation(act)]
             c, h, w = ch, h // 2, w // 2
             self.sizes.append((h, w))
         self.features = nn.Sequential(*layers)
@@ -58,20 +72,21 @@ class ConvDecoder(nn.Module):
     transposed convolutions back to exactly ``sizes[0]`` with ``out_channels`` channels (no activation)."""
 
     def __init__(self, in_dim: int, feature_shape: tuple[int, int, int], channels: tuple[int, ...],
-                 sizes: list[tuple[int, int]], out_channels: int, act: str = "relu"):
+                 sizes: list[tuple[int, int]], out_channels: int, act: str = "relu", norm: str = "none"):
         super().__init__()
         self.feature_shape = feature_shape
         self.sizes = sizes
         self.head = nn.Sequential(nn.Linear(in_dim, math.prod(feature_shape)), activation(act))
         chans = list(reversed(channels)) + [out_channels]
         self.ups = nn.ModuleList(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1) for a, b in zip(chans[:-1], chans[1:]))
-        self.act = activation(act)
+        # normalisation and activation after every upsampling but the last (the output layer)
+        self.post = nn.ModuleList(nn.Sequential(*_norm(norm, b, conv=True), activation(act)) for b in chans[1:-1])
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.head(z).view(-1, *self.feature_shape)
         targets = list(reversed(self.sizes[:-1]))
         for i, up in enumerate(self.ups):
             h = up(h, output_size=targets[i])
-            if i < len(self.ups) - 1:
-                h = self.act(h)
+            if i < len(self.post):
+                h = self.post[i](h)
         return h  # (B, out_channels, H, W)

@@ -14,7 +14,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .._version import __version__
+from ..env import machine_info
 from ..config import to_dict
 from ..data import Dataset, batches, num_batches
 from ..errors import TrainingDiverged, UserError
@@ -297,9 +297,7 @@ class Trainer:
             "parameters": self.model.num_parameters(),
             "precision": "bf16" if self.use_bf16 else "fp32",
             "device": str(self.device),
-            "hardware": {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-                         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                         "torch": torch.__version__},
+            "hardware": machine_info(),
             "val": val or {},
         }
         meta.update(self.extra_meta)
