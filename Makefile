@@ -17,9 +17,10 @@ data:
 	@scripts/get-data.sh
 
 demo: $(STAMP) data
-	$(BIN)/aezoo train ae --data fashion-mnist --out runs/demo --max-minutes 3 --epochs 30 --batch-size 256 --overwrite
+	$(BIN)/aezoo demo --out runs/demo
 
 test: $(STAMP) data
+	@scripts/get-chromium.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) data

@@ -73,7 +73,7 @@ def test_embed_and_reconstruct(run, tmp_path):
     assert z.shape == (180, 8) and y.shape == (180,) and np.isfinite(z).all()
     r = run_cli("reconstruct", out, "--out", tmp_path / "r.png", "-n", "5")
     assert r.returncode == 0, r.stderr
-    assert Image.open(tmp_path / "r.png").size == (2 * (5 * 10 + 2), 2 * (2 * 10 + 2))
+    assert Image.open(tmp_path / "r.png").size == (7 * (5 * 10 + 2), 7 * (2 * 10 + 2))  # 8x8 digits shown 7x
 
 
 def test_resume_extends_a_finished_run(run, tmp_path):

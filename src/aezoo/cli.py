@@ -75,6 +75,53 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_reconstruct)
 
+    p = sub.add_parser("denoise", help="denoise image files or a corrupted test split",
+                       description="Denoise image files of any size (overlapping patches, blended) into --out DIR, "
+                                   "or, with --data and --noise, corrupt a split and show corrupted / restored / clean.")
+    p.add_argument("run_dir", help="a run of 'aezoo train dae'")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--data", help="instead of files: a dataset spec whose split is corrupted and restored")
+    p.add_argument("--noise", help="corruption applied first, e.g. gaussian:0.2 or salt-pepper:0.1 "
+                                   "(with --data: default the model's own)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("-n", type=int, default=12, help="with --data: items shown (metrics use the whole split)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the added noise")
+    _common(p)
+    p.set_defaults(func=cmd_denoise)
+
+    p = sub.add_parser("inpaint", help="fill in the holes of an image",
+                       description="Fill the pixels marked by --mask (white = missing) or --box X,Y,W,H; the "
+                                   "other pixels are kept exactly. With --data, random holes in a split.")
+    p.add_argument("run_dir", help="a run of 'aezoo train dae --set corruption=boxes:0.25'")
+    p.add_argument("input", nargs="?", help="image file")
+    p.add_argument("--mask", help="mask image of the same size, white where pixels are missing")
+    p.add_argument("--box", help="X,Y,W,H of a missing rectangle (pixels from the top-left)")
+    p.add_argument("--out", required=True, help="output image (with --data: a grid picture)")
+    p.add_argument("--data", help="instead of a file: a dataset spec whose split gets the model's random holes")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("-n", type=int, default=12, help="with --data: items shown")
+    p.add_argument("--seed", type=int, default=0)
+    _common(p)
+    p.set_defaults(func=cmd_inpaint)
+
+    p = sub.add_parser("report", help="write the run's self-contained report.html",
+                       description="Write RUN_DIR/report.html: training curves, reconstructions, a 2-D map of the "
+                                   "test codes, restoration examples, and a model card. Figures are embedded.")
+    p.add_argument("run_dir")
+    p.add_argument("--data", help="dataset spec (default: the one the model was trained on)")
+    _common(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo", help="the showcase: AE vs PCA, denoising, inpainting, in one report",
+                       description="Train an AE, a denoiser and an inpainter on --data within --minutes and write "
+                                   "OUT/report.html (and each run's own report).")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo; replaced if it is a demo)")
+    p.add_argument("--minutes", type=float, default=4.0, help="total training budget (default 4)")
+    p.add_argument("--data", default="fashion-mnist", help="image dataset spec (default fashion-mnist)")
+    _common(p)
+    p.set_defaults(func=cmd_demo)
+
     p = sub.add_parser("list", help="list models and dataset kinds")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -155,6 +202,118 @@ def cmd_reconstruct(a) -> int:
     model, data = open_run(a.run_dir, a.data, a.data_dir, not a.quiet)
     save_image(a.out, reconstruction_grid(model, data, a.split, a.n))
     print(f"aezoo: originals (top) and reconstructions (bottom) written to {a.out}", file=sys.stderr)
+    return 0
+
+
+def _restore_split(a, model, corruption):
+    """Corrupt a dataset split, restore it, print metrics and save a corrupted / restored / clean grid."""
+    from .apps.runs import open_run
+    from .eval import corrupt_fixed, restoration_metrics, restore_batched
+    from .report import image_grid, to_images
+
+    _, data = open_run(a.run_dir, a.data, a.data_dir, not a.quiet)
+    x = data.split(a.split).x
+    metrics = {"data": data.spec, "split": a.split}
+    metrics.update(restoration_metrics(model, x, corruption, a.seed))
+    noisy, hole = corrupt_fixed(x[: a.n], corruption, a.seed)
+    restored = restore_batched(model, noisy, hole)
+    shown = noisy if hole is None else noisy + hole * 0.5  # holes shown grey
+    grid = image_grid([to_images(t, data.shape, data.kind) for t in (shown, restored, x[: a.n])])
+    return metrics, grid
+
+
+def cmd_denoise(a) -> int:
+    from pathlib import Path
+
+    from .apps.restore import read_picture, require_restorer, restore_image, to_pil
+    from .corrupt import parse
+    from .errors import UserError
+    from .io import save_image, write_json
+    from .models.base import load_model
+
+    if bool(a.inputs) == bool(a.data):
+        raise UserError("give image files to denoise, or --data SPEC (with --noise) to denoise a dataset split")
+    corruption = parse(a.noise) if a.noise else None
+    if corruption is not None and corruption.is_mask:
+        raise UserError(f"--noise {a.noise} makes holes; use 'aezoo inpaint' for those")
+    model = load_model(a.run_dir)
+    require_restorer(model, a.run_dir, inpaint=False)
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    if a.data:
+        metrics, grid = _restore_split(a, model, corruption or model.corruption)
+        save_image(out / "denoise.png", grid)
+        write_json(out / "denoise.json", metrics)
+        print(json.dumps(metrics))
+        return 0
+    pictures = [(p, read_picture(p, model.config.input_shape[0] if model.config.input_shape[0] == 3 else None))
+                for p in a.inputs]  # read all first: a bad file writes nothing
+    import torch
+
+    for i, (path, img) in enumerate(pictures):
+        stem = Path(path).stem
+        if corruption is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(a.seed + i)
+                img, _ = corruption(img[None])
+                img = img[0]
+            save_image(out / f"{stem}-noisy.png", to_pil(img))
+        save_image(out / f"{stem}-denoised.png", to_pil(restore_image(model, img)))
+    print(f"aezoo: {len(pictures)} picture(s) denoised into {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_inpaint(a) -> int:
+    from .apps.restore import read_picture, require_restorer, restore_image, to_pil
+    from .corrupt import box_mask, mask_from_image
+    from .errors import UserError
+    from .io import save_image
+    from .models.base import load_model
+
+    if bool(a.input) == bool(a.data):
+        raise UserError("give one image file to inpaint, or --data SPEC to inpaint a dataset split")
+    if a.input and (bool(a.mask) == bool(a.box)):
+        raise UserError("mark the missing pixels with --mask MASK.png or --box X,Y,W,H (one of them)")
+    if not a.out.lower().endswith((".png", ".jpg", ".jpeg")):
+        raise UserError("--out must name a .png or .jpg file")
+    model = load_model(a.run_dir)
+    require_restorer(model, a.run_dir, inpaint=True)
+    if a.data:
+        metrics, grid = _restore_split(a, model, model.corruption)
+        save_image(a.out, grid)
+        print(json.dumps(metrics))
+        return 0
+    img = read_picture(a.input, model.config.input_shape[0] if model.config.input_shape[0] == 3 else None)
+    _, h, w = img.shape
+    if a.box:
+        try:
+            box = tuple(int(v) for v in a.box.split(","))
+        except ValueError:
+            box = ()
+        if len(box) != 4:
+            raise UserError(f"--box {a.box!r} must be four whole numbers X,Y,W,H")
+        hole = box_mask(h, w, box)[0]
+    else:
+        hole = mask_from_image(a.mask, h, w)[0]
+    save_image(a.out, to_pil(restore_image(model, img, hole)))
+    print(f"aezoo: inpainted picture written to {a.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(a) -> int:
+    from .report.html import write_report
+
+    path = write_report(a.run_dir, a.data, a.data_dir, not a.quiet)
+    print(f"aezoo: report written to {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from .apps.demo import run_demo
+
+    path = run_demo(a.out, a.minutes, a.data, a.data_dir, not a.quiet)
+    print(f"aezoo: demo report written to {path}", file=sys.stderr)
     return 0
 
 

@@ -2,7 +2,7 @@
 
 A run directory holds ``run.json`` (model name and config, training config, data spec, timing),
 ``metrics.jsonl``, ``checkpoint.safetensors``, the final ``config.json`` + ``model.safetensors``,
-``eval.json`` and ``reconstructions.png``.
+``eval.json``, ``reconstructions.png`` and ``report.html``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from .. import data as data_mod
 from ..config import apply_overrides, from_dict, to_dict
 from ..errors import UserError
-from ..eval import reconstruct, reconstruction_metrics
+from ..eval import reconstruct, reconstruction_metrics, restoration_metrics
 from ..io import read_json, save_image, write_json
 from ..models.base import Autoencoder, load_model, make_config
 from ..registry import get as get_model_class
@@ -34,7 +34,7 @@ def build(model_name: str, dataset: data_mod.Dataset, preset: str | None, model_
 def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset: str | None = None,
               model_overrides: list[str] = (), train_overrides: dict | None = None, train_sets: list[str] = (),
               resume: bool = False, overwrite: bool = False, data_dir: str | None = None,
-              progress: bool = True) -> dict:
+              progress: bool = True, dataset: data_mod.Dataset | None = None) -> dict:
     """Validate everything, then train and finish the run. Returns the test metrics."""
     out_dir = Path(out)
     if resume:
@@ -50,7 +50,7 @@ def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset
         # A resumed run may extend its budget: epochs and max_minutes can change, nothing else.
         allowed = {"epochs", "max_minutes", "progress"}
         cfg = _apply_train(cfg, {k: v for k, v in (train_overrides or {}).items() if k in allowed}, train_sets)
-        dataset = data_mod.load(data_spec, data_dir, progress)
+        dataset = dataset or data_mod.load(data_spec, data_dir, progress)
         cls = get_model_class(meta["model"])
         model = cls(from_dict(cls.Config, meta["model_config"], f"{meta['model']} config"))
     else:
@@ -63,7 +63,7 @@ def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset
         if not data_spec:
             raise UserError("--data is required")
         cfg = _apply_train(TrainConfig(), train_overrides or {}, train_sets)
-        dataset = data_mod.load(data_spec, data_dir, progress)
+        dataset = dataset or data_mod.load(data_spec, data_dir, progress)
         model = build(model_name, dataset, preset, list(model_overrides))
         if overwrite and out_dir.exists():
             shutil.rmtree(out_dir)  # only now: every check above has passed
@@ -87,6 +87,9 @@ def finish_run(model: Autoencoder, dataset: data_mod.Dataset, out_dir: Path) -> 
     metrics = evaluate(model, dataset, "test")
     write_json(out_dir / "eval.json", metrics)
     save_image(out_dir / "reconstructions.png", reconstruction_grid(model, dataset, "test", 12))
+    from ..report.html import write_report
+
+    write_report(out_dir, dataset=dataset, model=model)
     return metrics
 
 
@@ -96,6 +99,8 @@ def evaluate(model: Autoencoder, dataset: data_mod.Dataset, split: str = "test")
     lo, hi = dataset.value_range()
     metrics = {"model": model.name, "data": dataset.spec, "split": split}
     metrics.update(reconstruction_metrics(model, part.x, data_range=hi - lo))
+    if hasattr(model, "restore"):  # restoration models: how well they undo their own corruption
+        metrics.update(restoration_metrics(model, part.x, model.corruption))
     return metrics
 
 

@@ -66,15 +66,20 @@ class AE(Autoencoder):
     def __init__(self, config: AEConfig):
         super().__init__(config)
         c = config
+        in_shape = self.encoder_input_shape()
         d = math.prod(c.input_shape)
         if c.arch == "mlp":
-            self.encoder = mlp([d, *c.widths, c.latent_dim], c.activation, norm=c.norm)
+            self.encoder = mlp([math.prod(in_shape), *c.widths, c.latent_dim], c.activation, norm=c.norm)
             self.decoder = mlp([c.latent_dim, *reversed(c.widths), d], c.activation, norm=c.norm)
         else:
-            enc = ConvEncoder(tuple(c.input_shape), tuple(c.channels), c.latent_dim, c.activation, c.norm)
+            enc = ConvEncoder(tuple(in_shape), tuple(c.channels), c.latent_dim, c.activation, c.norm)
             self.encoder = enc
             self.decoder = ConvDecoder(c.latent_dim, enc.feature_shape, tuple(c.channels), enc.sizes,
                                        c.input_shape[0], c.activation, c.norm)
+
+    def encoder_input_shape(self) -> tuple[int, ...]:
+        """What the encoder reads: the item itself here; subclasses may add channels (e.g. a mask)."""
+        return tuple(self.config.input_shape)
 
     def encode(self, x: torch.Tensor) -> Encoded:
         h = x.flatten(1) if self.config.arch == "mlp" else x

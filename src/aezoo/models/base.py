@@ -133,7 +133,7 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{weights}: cannot read the weights ({e})") from None
     load_state(model, state, weights)
-    return model
+    return model.eval()  # inference mode (batch norm uses its running statistics); the trainer sets train()
 
 
 def load_state(model: nn.Module, state: dict, where) -> None:

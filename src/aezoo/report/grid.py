@@ -27,11 +27,14 @@ def to_images(x: torch.Tensor, shape: tuple[int, ...], kind: str) -> np.ndarray:
     return pad.reshape(len(flat), h, w, 1)
 
 
-def image_grid(rows: list[np.ndarray], pad: int = 2, scale: int = 2, bg: float = 1.0) -> Image.Image:
-    """Stack rows of images (each (N, H, W, C) in [0, 1], equal N and size) into one picture."""
+def image_grid(rows: list[np.ndarray], pad: int = 2, scale: int | None = None, bg: float = 1.0) -> Image.Image:
+    """Stack rows of images (each (N, H, W, C) in [0, 1], equal N and size) into one picture.
+    ``scale`` enlarges pixels; by default small images grow to about 56 pixels."""
     if not rows or len(rows[0]) == 0:
         raise UserError("nothing to draw")
     n, h, w, c = rows[0].shape
+    if scale is None:
+        scale = max(1, min(8, 56 // max(h, w)))
     grid = np.full((len(rows) * (h + pad) + pad, n * (w + pad) + pad, c), bg, np.float32)
     for r, row in enumerate(rows):
         for i in range(min(n, len(row))):

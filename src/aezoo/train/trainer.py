@@ -67,8 +67,11 @@ class TrainResult:
 class MetricsLog:
     """Appends one JSON object per line; on resume, drops lines written after the checkpoint."""
 
-    def __init__(self, path: Path, resume_step: int | None):
+    def __init__(self, path: Path | None, resume_step: int | None):
         self.path = path
+        self._f = None
+        if path is None:
+            return
         if resume_step is not None and path.exists():
             kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
             path.write_text("".join(ln + "\n" for ln in kept))
@@ -77,23 +80,27 @@ class MetricsLog:
         self._f = open(path, "a")
 
     def write(self, record: dict) -> None:
+        if self._f is None:
+            return
         self._f.write(json.dumps(record) + "\n")
         self._f.flush()
 
     def close(self) -> None:
-        self._f.close()
+        if self._f is not None:
+            self._f.close()
 
 
 class Trainer:
     """Train ``model`` on ``data`` with ``config``, writing everything into ``run_dir``."""
 
     def __init__(self, model: Autoencoder, data: Dataset, config: TrainConfig | None = None,
-                 run_dir: str | os.PathLike = "runs/run", extra_meta: dict | None = None):
+                 run_dir: str | os.PathLike | None = "runs/run", extra_meta: dict | None = None):
         self.model = model
         self.data = data
         self.config = config or TrainConfig()
         self.config.validate()
-        self.run_dir = Path(run_dir)
+        # run_dir=None: train in memory only (no checkpoints, logs or saved model; no resume)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
         self.extra_meta = extra_meta or {}
         if tuple(data.shape) != tuple(model.config.input_shape):
             raise UserError(f"the data's items have shape {data.shape}, the model expects {tuple(model.config.input_shape)}")
@@ -154,8 +161,8 @@ class Trainer:
         return metrics
 
     def _diverged(self, value: float, step: int, phase: str):
-        path = self.run_dir / CHECKPOINT
-        kept = f"the last good checkpoint ({path}) is kept" if path.exists() else "no checkpoint was written yet"
+        path = self.run_dir / CHECKPOINT if self.run_dir else None
+        kept = f"the last good checkpoint ({path}) is kept" if path and path.exists() else "no checkpoint was written yet"
         raise TrainingDiverged(
             f"loss became {value} at step {step} (phase {phase!r}); training stopped and {kept}; "
             "try a lower learning rate (--lr) or gradient clipping (--set train.grad_clip=1.0)"
@@ -195,7 +202,10 @@ class Trainer:
 
         c = self.config
         self._setup()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.run_dir is None and resume:
+            raise UserError("resuming needs a run directory")
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         state = {"step": 0, "epoch": 0, "batch": 0, "elapsed_s": 0.0}
         if resume:
             state = self._restore()
@@ -206,7 +216,7 @@ class Trainer:
                 if hasattr(m, "reset_parameters") and m is not self.model:
                     m.reset_parameters()
         self.model.train()
-        log = MetricsLog(self.run_dir / "metrics.jsonl", state["step"] if resume else None)
+        log = MetricsLog(self.run_dir / "metrics.jsonl" if self.run_dir else None, state["step"] if resume else None)
         self._write_run_json(state, finished=False)
         t0 = time.perf_counter() - state["elapsed_s"]
         bar = tqdm(total=self.total_steps, initial=state["step"], disable=not c.progress, unit="step",
@@ -242,7 +252,7 @@ class Trainer:
                         self._log(log, "val", state, time.perf_counter() - t0, last_val)
                     if c.checkpoint_every and state["step"] % c.checkpoint_every == 0:
                         state["elapsed_s"] = time.perf_counter() - t0
-                        ckpt.save_checkpoint(self.run_dir / CHECKPOINT, self.model, self.optimizers, state)
+                        self._checkpoint(state)
                     if c.max_minutes is not None and time.perf_counter() - t0 >= 60 * c.max_minutes:
                         out_of_time = True
                         break
@@ -258,10 +268,15 @@ class Trainer:
             bar.close()
             log.close()
         state["elapsed_s"] = time.perf_counter() - t0
-        ckpt.save_checkpoint(self.run_dir / CHECKPOINT, self.model, self.optimizers, state)
-        save_model(self.model, self.run_dir)
+        self._checkpoint(state)
+        if self.run_dir is not None:
+            save_model(self.model, self.run_dir)
         self._write_run_json(state, finished=True, stopped_by=stopped_by, val=last_val)
         return TrainResult(state["step"], state["epoch"], state["elapsed_s"], stopped_by, last_val)
+
+    def _checkpoint(self, state: dict) -> None:
+        if self.run_dir is not None:
+            ckpt.save_checkpoint(self.run_dir / CHECKPOINT, self.model, self.optimizers, state)
 
     def _log(self, log: MetricsLog, split: str, state: dict, elapsed: float, metrics: dict, rate=None):
         record = {"split": split, "step": state["step"], "epoch": state["epoch"], "elapsed_s": round(elapsed, 3)}
@@ -284,6 +299,8 @@ class Trainer:
     def _write_run_json(self, state: dict, finished: bool, stopped_by: str | None = None, val: dict | None = None):
         from ..io import write_json
 
+        if self.run_dir is None:
+            return
         meta = {
             "aezoo_version": __version__,
             "model": self.model.name,

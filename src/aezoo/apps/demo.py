@@ -1,0 +1,99 @@
+"""``aezoo demo``: the showcase. Three training runs, each exactly what ``aezoo train`` does, then one
+combined report (``OUT/report.html``) beside each run's own report:
+
+1. ``ae``: the deep autoencoder, and PCA with as many components, side by side;
+2. ``dae`` with Gaussian noise: denoising;
+3. ``dae`` with random boxes: inpainting.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import data as data_mod
+from ..errors import UserError
+from ..io import write_bytes
+from ..report.grid import image_grid, to_images
+from ..report.html import figure, page, pil_png, run_sections, table
+from .runs import train_run
+
+STEPS = [
+    ("ae", "ae", [], "Deep autoencoder (Hinton & Salakhutdinov 2006) against PCA"),
+    ("denoise", "dae", ["corruption=gaussian:0.2"], "Denoising (Vincent et al. 2008), Gaussian noise sigma 0.2"),
+    ("inpaint", "dae", ["corruption=boxes:0.25"], "Inpainting of random boxes (the mask is an input channel)"),
+]
+
+
+def run_demo(out: str = "runs/demo", minutes: float = 4.0, data_spec: str = "fashion-mnist",
+             data_dir: str | None = None, progress: bool = True) -> Path:
+    out_dir = Path(out)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "demo.json").is_file():
+        raise UserError(f"{out}: exists and is not an aezoo demo folder; choose another --out")
+    if minutes <= 0.5:
+        raise UserError("--minutes must be above 0.5")
+    t0 = time.perf_counter()
+    dataset = data_mod.load(data_spec, data_dir, progress)
+    if dataset.kind != "image":
+        raise UserError("the demo needs image data")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    write_bytes(out_dir / "demo.json", b'{"demo": true}\n')
+    budget = max(0.2, (minutes - 0.6) / len(STEPS))  # leave time for evaluation and reports
+    sections, commands = [], []
+    for folder, model_name, sets, title in STEPS:
+        run_dir = out_dir / folder
+        cmd = f"aezoo train {model_name} --data {data_spec} --out {run_dir} --max-minutes {budget:.2f}" + \
+              "".join(f" --set {s}" for s in sets)
+        commands.append(cmd)
+        print(f"aezoo demo: {cmd}", file=sys.stderr)
+        metrics = train_run(model_name, data_spec, str(run_dir), model_overrides=sets,
+                            train_overrides={"epochs": None, "max_minutes": budget}, train_sets=["epochs=null"],
+                            progress=progress, dataset=dataset)
+        from ..models.base import load_model
+
+        model = load_model(run_dir)
+        body = f"<h2>{html.escape(title)}</h2><p><code>{html.escape(cmd)}</code> &middot; " \
+               f"<a href='{folder}/report.html'>full run report</a></p>"
+        if model_name == "ae":
+            body += ae_vs_pca(model, dataset, metrics)
+        else:
+            body += table([(k, metrics[k]) for k in ("corruption", "psnr_corrupted", "psnr_restored")],
+                          ("test metric", "value"))
+        sections.append(body + "".join(s for s in run_sections(run_dir, model, dataset) if "<h2>Restoration" in s))
+    head = (f"<h1>aezoo demo on {html.escape(data_spec)}</h1><p class='muted'>Made in "
+            f"{(time.perf_counter() - t0) / 60:.1f} minutes by <code>aezoo demo</code>, which runs:</p><pre>" +
+            html.escape("\n".join(commands)) + "</pre>")
+    path = out_dir / "report.html"
+    write_bytes(path, page("aezoo demo", [head, *sections]).encode())
+    return path
+
+
+def ae_vs_pca(model, dataset, metrics: dict) -> str:
+    """Test reconstruction error of the AE and of PCA with as many components, and a picture of both."""
+    from sklearn.decomposition import PCA
+
+    from ..eval import reconstruct
+
+    k = model.config.latent_dim
+    train = dataset.train.x.flatten(1).numpy()
+    test = dataset.test.x.flatten(1).numpy()
+    pca = PCA(n_components=k, svd_solver="randomized", random_state=0).fit(train)
+    rec = pca.inverse_transform(pca.transform(test))
+    pca_sse = float(((rec - test) ** 2).sum(1).mean())
+    ae_sse = metrics["recon_sse_per_item"]
+    rows = [(f"AE-{k}", ae_sse), (f"PCA-{k}", pca_sse), ("AE / PCA", ae_sse / pca_sse)]
+    n = 16
+    with torch.no_grad():
+        ae_rec = reconstruct(model, dataset.test.x[:n])
+    pca_rec = torch.from_numpy(np.clip(rec[:n], 0, 1)).view(n, *dataset.shape)
+    grid = image_grid([to_images(t, dataset.shape, "image") for t in (dataset.test.x[:n], ae_rec, pca_rec)])
+    return (table(rows, ("test squared error per image", "value")) +
+            figure(pil_png(grid), f"Rows: test images, AE-{k} reconstructions, PCA-{k} reconstructions."))
