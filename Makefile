@@ -24,7 +24,9 @@ test: $(STAMP) data
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) data
+	$(BIN)/python -m pip install -q -r requirements-bench.txt
 	$(BIN)/python bench/ae_vs_pca.py
+	$(BIN)/python bench/restore.py
 
 clean:
 	rm -rf $(VENV) runs
