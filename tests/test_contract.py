@@ -10,8 +10,11 @@ from aezoo.outputs import Batch
 # A tiny config for each registered model; a model without one fails test_every_model_has_a_tiny_config.
 TINY = {
     "ae": [dict(widths=[16], latent_dim=3), dict(arch="conv", channels=[4, 8], latent_dim=3)],
-    "dae": [dict(channels=[4, 8], latent_dim=3), dict(arch="mlp", widths=[16], latent_dim=3, corruption="masking:0.3"),
+    "dae": [dict(channels=[4, 8], latent_dim=3), dict(arch="fullconv", channels=[4, 8], latent_dim=3), dict(arch="mlp", widths=[16], latent_dim=3, corruption="masking:0.3"),
             dict(channels=[4, 8], latent_dim=3, corruption="boxes:0.3")],
+    "vae": [dict(widths=[16], latent_dim=3), dict(arch="conv", channels=[4, 8], latent_dim=3, likelihood="logistic"),
+            dict(widths=[16], latent_dim=3, likelihood="gaussian", learned_variance=True),
+            dict(widths=[16], latent_dim=3, iw_samples=4, kl_warmup_steps=10)],
 }
 SHAPE = (1, 8, 8)
 CASES = [(name, i) for name, cfgs in TINY.items() for i in range(len(cfgs))]

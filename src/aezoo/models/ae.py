@@ -11,7 +11,9 @@ with conjugate gradients; we train from a random start with ReLU units, batch no
 hidden layer and Adam, which reaches a lower error in minutes on a CPU and needs no pre-training stage
 (measured on Fashion-MNIST, AE-30 after one minute: test SSE 7.0 with batch norm, 11.1 without; see
 BENCHMARKS.md). A convolutional variant
-(``arch="conv"``) is offered for images.
+(``arch="conv"``) is offered for images, and a fully convolutional one (``arch="fullconv"``) whose
+code is a low-resolution feature map rather than a vector (for restoration, where no bottleneck
+vector is wanted).
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ from .base import Autoencoder, ModelConfig
 
 @dataclass
 class AEConfig(ModelConfig):
-    arch: Literal["mlp", "conv"] = "mlp"  # conv needs image data
+    arch: Literal["mlp", "conv", "fullconv"] = "mlp"  # conv, fullconv: image data; fullconv's code is a feature map
     widths: tuple[int, ...] = (1000, 500, 250)  # MLP hidden layers, encoder side; the decoder mirrors them
     channels: tuple[int, ...] = (32, 64)  # conv: channels of each stride-2 stage
-    latent_dim: int = 30  # size of the code
+    latent_dim: int = 30  # size of the code (fullconv: channels of the code's feature map)
     activation: str = "relu"  # hidden units (the paper: logistic, with RBM pre-training)
     norm: Literal["none", "batch", "layer"] = "batch"  # after each hidden layer; batch norm trains ~3x faster here
     likelihood: Literal["auto", "bernoulli", "gaussian"] = "auto"  # auto: bernoulli for images, else gaussian
@@ -46,8 +48,8 @@ class AEConfig(ModelConfig):
             raise UserError(f"latent_dim must be at least 1, got {self.latent_dim}")
         if any(w < 1 for w in self.widths) or any(c < 1 for c in self.channels):
             raise UserError("widths and channels must be positive")
-        if self.arch == "conv" and (self.data_kind != "image" or len(self.input_shape) != 3):
-            raise UserError("arch=conv needs image data (C, H, W); use arch=mlp for vectors")
+        if self.arch != "mlp" and (self.data_kind != "image" or len(self.input_shape) != 3):
+            raise UserError(f"arch={self.arch} needs image data (C, H, W); use arch=mlp for vectors")
         if self.likelihood == "bernoulli" and self.data_kind != "image":
             raise UserError("likelihood=bernoulli needs values in [0, 1] (image data); use gaussian")
 
@@ -72,10 +74,11 @@ class AE(Autoencoder):
             self.encoder = mlp([math.prod(in_shape), *c.widths, c.latent_dim], c.activation, norm=c.norm)
             self.decoder = mlp([c.latent_dim, *reversed(c.widths), d], c.activation, norm=c.norm)
         else:
-            enc = ConvEncoder(tuple(in_shape), tuple(c.channels), c.latent_dim, c.activation, c.norm)
+            spatial = c.arch == "fullconv"
+            enc = ConvEncoder(tuple(in_shape), tuple(c.channels), c.latent_dim, c.activation, c.norm, spatial)
             self.encoder = enc
             self.decoder = ConvDecoder(c.latent_dim, enc.feature_shape, tuple(c.channels), enc.sizes,
-                                       c.input_shape[0], c.activation, c.norm)
+                                       c.input_shape[0], c.activation, c.norm, spatial)
 
     def encoder_input_shape(self) -> tuple[int, ...]:
         """What the encoder reads: the item itself here; subclasses may add channels (e.g. a mask)."""
@@ -83,7 +86,7 @@ class AE(Autoencoder):
 
     def encode(self, x: torch.Tensor) -> Encoded:
         h = x.flatten(1) if self.config.arch == "mlp" else x
-        return Encoded(z=self.encoder(h))  # (B, latent_dim)
+        return Encoded(z=self.encoder(h))  # (B, latent_dim), fullconv: (B, latent_dim, H/4, W/4)
 
     def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
         """Raw decoder output shaped like the data: logits (bernoulli) or means (gaussian)."""

@@ -32,7 +32,7 @@ from .ae import AE, AEConfig
 
 @dataclass
 class DAEConfig(AEConfig):
-    arch: Literal["mlp", "conv"] = "conv"  # the convolutional network restores detail better for its size
+    arch: Literal["mlp", "conv", "fullconv"] = "conv"  # the convolutional network restores detail better for its size
     channels: tuple[int, ...] = (32, 64)  # conv: channels of each stride-2 stage
     latent_dim: int = 128  # a restoration code keeps more detail than a 30-number summary
     corruption: str = "gaussian:0.2"  # KIND:AMOUNT, see aezoo.corrupt

@@ -45,10 +45,12 @@ def mlp(sizes: list[int], act: str = "relu", final_act: bool = False, norm: str 
 
 class ConvEncoder(nn.Module):
     """Stride-2 4x4 convolutions (one per entry of ``channels``), then a linear map of the flattened
-    feature map to ``out_dim``. Input (B, C, H, W) of the size given at construction."""
+    feature map to ``out_dim`` (a vector code), or, when ``spatial``, a 3x3 convolution to ``out_dim``
+    channels (a feature-map code of 1/2^len(channels) the input's size). Input (B, C, H, W) of the size
+    given at construction."""
 
     def __init__(self, in_shape: tuple[int, int, int], channels: tuple[int, ...], out_dim: int, act: str = "relu",
-                 norm: str = "none"):
+                 norm: str = "none", spatial: bool = False):
         super().__init__()
         c, h, w = in_shape
         layers: list[nn.Module] = []
@@ -61,10 +63,12 @@ class ConvEncoder(nn.Module):
             self.sizes.append((h, w))
         self.features = nn.Sequential(*layers)
         self.feature_shape = (c, h, w)
-        self.head = nn.Linear(c * h * w, out_dim)
+        self.spatial = spatial
+        self.head = nn.Conv2d(c, out_dim, 3, padding=1) if spatial else nn.Linear(c * h * w, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).flatten(1))  # (B, out_dim)
+        h = self.features(x)
+        return self.head(h) if self.spatial else self.head(h.flatten(1))  # (B, out_dim[, h, w])
 
 
 class ConvDecoder(nn.Module):
@@ -72,11 +76,14 @@ class ConvDecoder(nn.Module):
     transposed convolutions back to exactly ``sizes[0]`` with ``out_channels`` channels (no activation)."""
 
     def __init__(self, in_dim: int, feature_shape: tuple[int, int, int], channels: tuple[int, ...],
-                 sizes: list[tuple[int, int]], out_channels: int, act: str = "relu", norm: str = "none"):
+                 sizes: list[tuple[int, int]], out_channels: int, act: str = "relu", norm: str = "none",
+                 spatial: bool = False):
         super().__init__()
         self.feature_shape = feature_shape
         self.sizes = sizes
-        self.head = nn.Sequential(nn.Linear(in_dim, math.prod(feature_shape)), activation(act))
+        first = nn.Conv2d(in_dim, feature_shape[0], 3, padding=1) if spatial else \
+            nn.Linear(in_dim, math.prod(feature_shape))
+        self.head = nn.Sequential(first, activation(act))
         chans = list(reversed(channels)) + [out_channels]
         self.ups = nn.ModuleList(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1) for a, b in zip(chans[:-1], chans[1:]))
         # normalisation and activation after every upsampling but the last (the output layer)
