@@ -24,10 +24,10 @@ from ..report.grid import image_grid, to_images
 from ..report.html import figure, page, pil_png, run_sections, table
 from .runs import train_run
 
-STEPS = [
-    ("ae", "ae", [], "Deep autoencoder (Hinton & Salakhutdinov 2006) against PCA"),
-    ("denoise", "dae", ["corruption=gaussian:0.2"], "Denoising (Vincent et al. 2008), Gaussian noise sigma 0.2"),
-    ("inpaint", "dae", ["corruption=boxes:0.25"], "Inpainting of random boxes (the mask is an input channel)"),
+STEPS = [  # (folder, model, preset, --set overrides, title)
+    ("ae", "ae", None, [], "Deep autoencoder (Hinton & Salakhutdinov 2006) against PCA"),
+    ("denoise", "dae", None, ["corruption=gaussian:0.2"], "Denoising (Vincent et al. 2008), Gaussian noise sigma 0.2"),
+    ("inpaint", "dae", "inpaint", [], "Inpainting of random boxes (the mask is an input channel)"),
 ]
 
 
@@ -48,13 +48,13 @@ def run_demo(out: str = "runs/demo", minutes: float = 4.0, data_spec: str = "fas
     write_bytes(out_dir / "demo.json", b'{"demo": true}\n')
     budget = max(0.2, (minutes - 0.6) / len(STEPS))  # leave time for evaluation and reports
     sections, commands = [], []
-    for folder, model_name, sets, title in STEPS:
+    for folder, model_name, preset, sets, title in STEPS:
         run_dir = out_dir / folder
         cmd = f"aezoo train {model_name} --data {data_spec} --out {run_dir} --max-minutes {budget:.2f}" + \
-              "".join(f" --set {s}" for s in sets)
+              (f" --preset {preset}" if preset else "") + "".join(f" --set {s}" for s in sets)
         commands.append(cmd)
         print(f"aezoo demo: {cmd}", file=sys.stderr)
-        metrics = train_run(model_name, data_spec, str(run_dir), model_overrides=sets,
+        metrics = train_run(model_name, data_spec, str(run_dir), preset=preset, model_overrides=sets,
                             train_overrides={"epochs": None, "max_minutes": budget}, train_sets=["epochs=null"],
                             progress=progress, dataset=dataset)
         from ..models.base import load_model
