@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--data", help="dataset spec (default: the one the model was trained on)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--nll-k", type=int, default=500, help="importance samples for the NLL (up to 5000; default 500)")
+    p.add_argument("--nll-items", type=int, default=1000, help="items the NLL is estimated on (default 1000)")
     _common(p)
     p.set_defaults(func=cmd_eval)
 
@@ -122,6 +124,32 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("sample", help="draw samples from a generative model",
+                       description="Decode draws from the model's prior into a grid picture.")
+    p.add_argument("run_dir")
+    p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--out", required=True, help="output image (.png or .jpg)")
+    p.add_argument("--temperature", type=float, default=1.0, help="scale of the prior's spread (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    _common(p)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("interpolate", help="decode paths between pairs of encoded items",
+                       description="Encode random pairs of items, walk between their codes (linearly and along the "
+                                   "sphere) and decode; one row per pair and mode, endpoints included. --traverse "
+                                   "instead sweeps each latent dimension of a low-dimensional code.")
+    p.add_argument("run_dir")
+    p.add_argument("--data", help="dataset spec (default: the one the model was trained on)")
+    p.add_argument("--pairs", type=int, default=8)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--mode", default="both", choices=["linear", "spherical", "both"])
+    p.add_argument("--traverse", action="store_true", help="latent traversal instead of pairs (codes of <= 10 dims)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--out", required=True, help="output image (.png or .jpg)")
+    p.add_argument("--seed", type=int, default=0)
+    _common(p)
+    p.set_defaults(func=cmd_interpolate)
+
     p = sub.add_parser("list", help="list models and dataset kinds")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -159,8 +187,12 @@ def cmd_train(a) -> int:
 def cmd_eval(a) -> int:
     from .apps.runs import evaluate, open_run
 
+    from .errors import UserError
+
+    if not 1 <= a.nll_k <= 5000 or a.nll_items < 1:
+        raise UserError("--nll-k must be in 1..5000 and --nll-items at least 1")
     model, data = open_run(a.run_dir, a.data, a.data_dir, not a.quiet)
-    print(json.dumps(evaluate(model, data, a.split)))
+    print(json.dumps(evaluate(model, data, a.split, a.nll_k, a.nll_items)))
     return 0
 
 
@@ -314,6 +346,51 @@ def cmd_demo(a) -> int:
 
     path = run_demo(a.out, a.minutes, a.data, a.data_dir, not a.quiet)
     print(f"aezoo: demo report written to {path}", file=sys.stderr)
+    return 0
+
+
+def _image_out(path: str) -> None:
+    from .errors import UserError
+
+    if not path.lower().endswith((".png", ".jpg", ".jpeg")):
+        raise UserError("--out must name a .png or .jpg file")
+
+
+def cmd_sample(a) -> int:
+    import math
+
+    from .apps.generate import grid_of, require_generator, sample_images
+    from .io import save_image
+    from .models.base import load_model
+
+    _image_out(a.out)
+    model = load_model(a.run_dir)
+    require_generator(model, a.run_dir)
+    images = sample_images(model, a.n, a.temperature, a.seed)
+    kind = model.config.data_kind
+    save_image(a.out, grid_of(images, tuple(model.config.input_shape), kind, max(1, math.ceil(math.sqrt(a.n)))))
+    print(f"aezoo: {a.n} samples written to {a.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_interpolate(a) -> int:
+    from .apps.generate import interpolation_rows, traversal_rows
+    from .apps.runs import open_run
+    from .io import save_image
+    from .models.base import load_model
+    from .report import image_grid, to_images
+
+    _image_out(a.out)
+    if a.traverse:
+        model = load_model(a.run_dir)
+        rows = traversal_rows(model)
+        shape, kind = tuple(model.config.input_shape), model.config.data_kind
+    else:
+        model, data = open_run(a.run_dir, a.data, a.data_dir, not a.quiet)
+        rows, _ = interpolation_rows(model, data.split(a.split).x, a.pairs, a.steps, a.mode, a.seed)
+        shape, kind = data.shape, data.kind
+    save_image(a.out, image_grid([to_images(r, shape, kind) for r in rows]))
+    print(f"aezoo: {len(rows)} rows written to {a.out}", file=sys.stderr)
     return 0
 
 

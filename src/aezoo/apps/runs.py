@@ -93,7 +93,10 @@ def finish_run(model: Autoencoder, dataset: data_mod.Dataset, out_dir: Path) -> 
     return metrics
 
 
-def evaluate(model: Autoencoder, dataset: data_mod.Dataset, split: str = "test") -> dict:
+def evaluate(model: Autoencoder, dataset: data_mod.Dataset, split: str = "test", nll_k: int = 500,
+             nll_items: int = 1000) -> dict:
+    """Every metric that applies to the model on one split. The importance-sampled NLL uses ``nll_k``
+    samples on the first ``nll_items`` items (the ELBO uses the whole split)."""
     check_compatible(model, dataset)
     part = dataset.split(split)
     lo, hi = dataset.value_range()
@@ -101,6 +104,12 @@ def evaluate(model: Autoencoder, dataset: data_mod.Dataset, split: str = "test")
     metrics.update(reconstruction_metrics(model, part.x, data_range=hi - lo))
     if hasattr(model, "restore"):  # restoration models: how well they undo their own corruption
         metrics.update(restoration_metrics(model, part.x, model.corruption))
+    if hasattr(model, "log_importance_weights"):  # latent-variable models: ELBO and importance-sampled NLL
+        from ..eval.likelihood import elbo, importance_nll
+
+        n = min(len(part.x), nll_items)
+        metrics["elbo"] = elbo(model, part.x)
+        metrics.update(importance_nll(model, part.x[:n], k=nll_k))
     return metrics
 
 

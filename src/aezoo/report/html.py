@@ -104,6 +104,7 @@ def run_sections(run_dir: Path, model, dataset) -> list[str]:
                      f"{evaluation['psnr_restored']:.2f} dB.")
         out.append(f"<h2>Restoration ({html.escape(str(model.corruption))})</h2>" +
                    figure(pil_png(grid), "Rows: corrupted (holes grey), restored, clean." + extra))
+    out += generative_sections(model, dataset)
     with torch.no_grad():
         n = min(len(dataset.test), 5000)
         codes = embed(model, dataset.test.x[:n]).numpy()
@@ -112,6 +113,29 @@ def run_sections(run_dir: Path, model, dataset) -> list[str]:
                                          f"{n} test codes ({codes.shape[1]} dimensions)" +
                                          (", coloured by label." if labels is not None else ".")))
     out.append(model_card(model, run, evaluation))
+    return out
+
+
+def generative_sections(model, dataset) -> list[str]:
+    """Samples (models with a prior), interpolations (every model), traversals (low-dimensional priors)."""
+    from ..apps.generate import grid_of, interpolation_rows, sample_images, traversal_rows
+    from .grid import image_grid, to_images
+
+    out = []
+    if dataset.kind != "image":
+        return out
+    if hasattr(model, "sample"):
+        out.append("<h2>Samples</h2>" + figure(pil_png(grid_of(sample_images(model, 64), dataset.shape, "image", 8)),
+                                               "64 samples from the prior (temperature 1)."))
+    rows, labels = interpolation_rows(model, dataset.test.x, 4, 10, "both")
+    out.append("<h2>Interpolations</h2>" + figure(
+        pil_png(image_grid([to_images(r, dataset.shape, "image") for r in rows])),
+        "Between pairs of test items, endpoints included; rows alternate linear and spherical paths in code space."))
+    if hasattr(model, "sample") and model.config.latent_dim <= 10:
+        t = traversal_rows(model)
+        out.append("<h2>Latent traversals</h2>" + figure(
+            pil_png(image_grid([to_images(r, dataset.shape, "image") for r in t])),
+            "One row per latent dimension swept from -3 to 3, the others at 0."))
     return out
 
 

@@ -1,0 +1,93 @@
+"""Sampling, interpolation and latent traversals."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..report.grid import image_grid, to_images
+
+
+def require_generator(model, run_dir: str) -> None:
+    if not hasattr(model, "sample"):
+        raise UserError(f"{run_dir} holds an {model.name!r} model, which has no prior to sample from; "
+                        "train a generative model such as 'vae'")
+
+
+@torch.no_grad()
+def sample_images(model, n: int, temperature: float = 1.0, seed: int = 0) -> torch.Tensor:
+    if n < 1:
+        raise UserError("-n must be at least 1")
+    if not temperature > 0:
+        raise UserError("--temperature must be positive")
+    model.eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return model.sample(n, temperature=temperature).float().cpu()
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between rows of a and b (White 2016, "Sampling generative networks"):
+    along the great circle, with the norm interpolated linearly. a, b: (B, D); t: (T,) -> (B, T, D)."""
+    na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
+    ua, ub = a / na.clamp_min(1e-12), b / nb.clamp_min(1e-12)
+    omega = torch.acos((ua * ub).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))[:, None]  # (B, 1, 1)
+    t = t[None, :, None]
+    so = torch.sin(omega)
+    direction = (torch.sin((1 - t) * omega) * ua[:, None] + torch.sin(t * omega) * ub[:, None]) / so
+    return direction * ((1 - t) * na[:, None] + t * nb[:, None])
+
+
+def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return a[:, None] + t[None, :, None] * (b - a)[:, None]
+
+
+@torch.no_grad()
+def interpolation_rows(model, x: torch.Tensor, pairs: int, steps: int, mode: str, seed: int = 0):
+    """Decoded paths between ``pairs`` random pairs of items: a list of rows (endpoints included), and
+    their labels. ``mode``: linear, spherical or both (two rows per pair)."""
+    if pairs < 1 or steps < 2:
+        raise UserError("--pairs must be at least 1 and --steps at least 2")
+    if len(x) < 2:
+        raise UserError("need at least two items to interpolate between")
+    model.eval()
+    g = np.random.default_rng(seed)
+    idx = torch.from_numpy(g.choice(len(x), size=(pairs, 2), replace=len(x) < 2 * pairs))
+    a, b = x[idx[:, 0]], x[idx[:, 1]]
+    za, zb = model.encode(a).z, model.encode(b).z
+    shape = za.shape[1:]
+    za, zb = za.flatten(1), zb.flatten(1)
+    t = torch.linspace(0, 1, steps)
+    modes = ["linear", "spherical"] if mode == "both" else [mode]
+    rows, labels = [], []
+    for i in range(pairs):
+        for m in modes:
+            path = (lerp if m == "linear" else slerp)(za[i : i + 1], zb[i : i + 1], t)[0]  # (T, D)
+            rows.append(model.decode(path.view(steps, *shape)).float().cpu())
+            labels.append(m)
+    return rows, labels
+
+
+@torch.no_grad()
+def traversal_rows(model, steps: int = 9, span: float = 3.0, max_dims: int = 10) -> list[torch.Tensor]:
+    """One row per latent dimension: decode z = 0 with that coordinate swept over [-span, span]."""
+    d = int(model.config.latent_dim)
+    if d > max_dims:
+        raise UserError(f"latent traversals are for low-dimensional codes (at most {max_dims}); this one has {d}")
+    model.eval()
+    t = torch.linspace(-span, span, steps)
+    rows = []
+    for k in range(d):
+        z = torch.zeros(steps, d)
+        z[:, k] = t
+        rows.append(model.decode(z.to(model.device)).float().cpu())
+    return rows
+
+
+def grid_of(images: torch.Tensor, shape, kind: str, per_row: int):
+    rows = [to_images(images[i : i + per_row], shape, kind) for i in range(0, len(images), per_row)]
+    if len(rows) > 1 and len(rows[-1]) < per_row:  # pad the last row with blanks
+        last = rows[-1]
+        rows[-1] = np.concatenate([last, np.ones((per_row - len(last), *last.shape[1:]), last.dtype)])
+    return image_grid(rows)
