@@ -110,7 +110,34 @@ def evaluate(model: Autoencoder, dataset: data_mod.Dataset, split: str = "test",
         n = min(len(part.x), nll_items)
         metrics["elbo"] = elbo(model, part.x)
         metrics.update(importance_nll(model, part.x[:n], k=nll_k))
+    if part.y is not None and dataset.train.y is not None:  # how well simple classifiers read the codes
+        from ..eval import embed
+        from ..eval.probes import probe_accuracies
+
+        n_train = min(len(dataset.train), 20000)
+        metrics.update(probe_accuracies(embed(model, dataset.train.x[:n_train]).numpy(),
+                                        dataset.train.y[:n_train].numpy(), embed(model, part.x).numpy(),
+                                        part.y.numpy()))
+    if hasattr(model, "sample"):
+        metrics.update(sample_quality(model, dataset, part))
     return metrics
+
+
+def sample_quality(model: Autoencoder, dataset: data_mod.Dataset, part, n: int = 5000) -> dict:
+    """Frechet distance and precision/recall of samples against real items, in the features of the
+    Fashion-MNIST classifier (28x28 greyscale data only; not Inception FID)."""
+    from ..apps.generate import sample_images
+    from ..eval.features import classifier_features, weights_path
+    from ..eval.generative import frechet_distance, precision_recall
+
+    if tuple(dataset.shape) != (1, 28, 28) or not weights_path().is_file():
+        return {}
+    n = min(n, len(part.x))
+    real = classifier_features(part.x[:n])
+    fake = classifier_features(sample_images(model, n, seed=0).clamp(0, 1))
+    out = {"fd_fmnist": frechet_distance(real, fake), "sample_items": n}
+    out.update({f"sample_{k}": v for k, v in precision_recall(real, fake).items()})
+    return out
 
 
 def reconstruction_grid(model: Autoencoder, dataset: data_mod.Dataset, split: str, n: int):
