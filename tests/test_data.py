@@ -236,6 +236,15 @@ def test_spec_errors(spec, message):
         data.load(spec)
 
 
+def test_binarize_option():
+    ds = __import__("aezoo").data.load("digits?binarize=0.5")
+    assert set(ds.train.x.unique().tolist()) == {0.0, 1.0}
+    raw = __import__("aezoo").data.load("digits")
+    assert torch.equal(ds.test.x, (raw.test.x > 0.5).float())
+    with pytest.raises(UserError, match="binarize"):
+        __import__("aezoo").data.load("digits?binarize=2")
+
+
 def test_limit_option(digits):
     ds = data.load("digits?limit=50")
     assert len(ds.train) == 50 and len(ds.test) == 50

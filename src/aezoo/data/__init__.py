@@ -13,7 +13,9 @@ A spec is ``KIND``, ``KIND:PATH`` or either followed by ``?option=value&option=v
 ``csv:PATH``         numeric table; options ``label`` (column name or number), ``header`` (auto/yes/no)
 ==================  =========================================================================
 
-Every spec also takes ``limit=N``: keep the first N items of each split (quick experiments, tests).
+Every spec also takes ``limit=N``: keep the first N items of each split (quick experiments, tests), and
+image specs take ``binarize=T``: values above T become 1, the others 0 (fixed binarisation, e.g. for
+Bernoulli likelihoods measured on binary data as in the IWAE paper).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def parse_spec(spec: str) -> Spec:
         key, eq, value = part.partition("=")
         if not eq:
             raise UserError(f"dataset option {part!r} in {spec!r} needs a value: {part}=VALUE")
-        allowed = _OPTIONS[kind] | {"limit"}
+        allowed = _OPTIONS[kind] | {"limit", "binarize"}
         if key not in allowed:
             raise UserError(f"dataset {kind!r} has no option {key!r}; options: {', '.join(sorted(allowed))}")
         options[key] = value
@@ -154,6 +156,16 @@ def load(spec: str, data_dir: str | None = None, progress: bool = True) -> Datas
         for name in ("train", "val", "test"):
             sp = getattr(ds, name)
             setattr(ds, name, Split(sp.x[:n], None if sp.y is None else sp.y[:n]))
+    if "binarize" in o:
+        try:
+            threshold = float(o["binarize"])
+        except ValueError:
+            raise UserError(f"dataset option binarize={o['binarize']!r} must be a number in [0, 1)") from None
+        if ds.kind != "image" or not 0 <= threshold < 1:
+            raise UserError("binarize=T needs image data and a threshold T in [0, 1)")
+        for name in ("train", "val", "test"):
+            sp = getattr(ds, name)
+            setattr(ds, name, Split((sp.x > threshold).float(), sp.y))
     ds.spec = spec
     return ds
 
