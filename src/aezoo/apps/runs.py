@@ -114,7 +114,7 @@ def evaluate(model: Autoencoder, dataset: data_mod.Dataset, split: str = "test",
         from ..eval import embed
         from ..eval.probes import probe_accuracies
 
-        n_train = min(len(dataset.train), 20000)
+        n_train = min(len(dataset.train), 10000)
         metrics.update(probe_accuracies(embed(model, dataset.train.x[:n_train]).numpy(),
                                         dataset.train.y[:n_train].numpy(), embed(model, part.x).numpy(),
                                         part.y.numpy()))
