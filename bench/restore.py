@@ -4,7 +4,8 @@
     .venv/bin/python bench/restore.py [--minutes 3] [--n-test 1000] [--n-val 100]
 
 Denoising: Gaussian noise sigma 0.1 / 0.2 / 0.3 (clipped to [0, 1]) and salt-and-pepper 10%, against
-scikit-image's ``denoise_nl_means``, ``denoise_tv_chambolle``, ``denoise_wavelet``, the ``bm3d`` package,
+scikit-image's ``denoise_nl_means``, ``denoise_tv_chambolle``, ``denoise_wavelet``, the ``bm3d`` package
+(run on 10x10 mosaics of images for speed, which slightly helps it: see ``bm3d_mosaic``),
 and a 3x3 median filter (the textbook answer to salt-and-pepper). Inpainting: one random box per image
 covering up to 25% of it, against ``skimage.restoration.inpaint_biharmonic`` and OpenCV's Telea method.
 
@@ -43,32 +44,55 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean([structural_similarity(x, y, data_range=1.0) for x, y in zip(a, b)]))
 
 
-def classical_denoisers(sigma: float):
-    """name -> (function(image, param) -> image, parameter grid)."""
+def per_image(fn):
+    return lambda images, p: np.stack([fn(im, p) for im in images])
+
+
+def bm3d_mosaic(images: np.ndarray, sigma: float, side: int = 10) -> np.ndarray:
+    """BM3D on mosaics of side x side images (0.85 s per 28x28 image alone, 2.7 s per 100 as a mosaic).
+    Block matching then also finds similar patches in neighbouring images, which makes BM3D slightly
+    stronger than image by image (measured: 19.67 vs 19.26 dB on 20 images at sigma 0.2)."""
     import bm3d
+
+    n, h, w = images.shape
+    per = side * side
+    pad = (-n) % per
+    a = np.concatenate([images, np.zeros((pad, h, w), images.dtype)]) if pad else images
+    out = []
+    for i in range(0, len(a), per):
+        m = a[i : i + per].reshape(side, side, h, w).transpose(0, 2, 1, 3).reshape(side * h, side * w)
+        r = bm3d.bm3d(m, sigma_psd=sigma)
+        out.append(r.reshape(side, h, side, w).transpose(0, 2, 1, 3).reshape(per, h, w))
+    return np.concatenate(out)[:n]
+
+
+def classical_denoisers(sigma: float):
+    """name -> (function(images (N, H, W), param) -> images, parameter grid)."""
     from scipy.ndimage import median_filter
     from skimage.restoration import denoise_nl_means, denoise_tv_chambolle, denoise_wavelet
 
     s = max(sigma, 0.05)
     return {
-        "nl_means": (lambda im, h: denoise_nl_means(im, h=h, sigma=s, patch_size=3, patch_distance=5, fast_mode=True),
+        "nl_means": (per_image(lambda im, h: denoise_nl_means(im, h=h, sigma=s, patch_size=3, patch_distance=5,
+                                                              fast_mode=True)),
                      [f * s for f in (0.4, 0.6, 0.8, 1.0, 1.2)]),
-        "tv_chambolle": (lambda im, w: denoise_tv_chambolle(im, weight=w), [0.03, 0.06, 0.1, 0.15, 0.2, 0.3]),
-        "wavelet": (lambda im, p: denoise_wavelet(im, sigma=p[1] * s, method=p[0], mode="soft", rescale_sigma=True),
+        "tv_chambolle": (per_image(lambda im, w: denoise_tv_chambolle(im, weight=w)), [0.03, 0.06, 0.1, 0.15, 0.2, 0.3]),
+        "wavelet": (per_image(lambda im, p: denoise_wavelet(im, sigma=p[1] * s, method=p[0], mode="soft",
+                                                            rescale_sigma=True)),
                     [(m, f) for m in ("BayesShrink", "VisuShrink") for f in (0.5, 1.0)]),
-        "bm3d": (lambda im, f: bm3d.bm3d(im, sigma_psd=f * s), [0.6, 0.8, 1.0, 1.25]),
-        "median3x3": (lambda im, _: median_filter(im, size=3), [None]),
+        "bm3d": (lambda ims, f: bm3d_mosaic(ims, f * s), [0.6, 0.8, 1.0, 1.25]),
+        "median3x3": (per_image(lambda im, _: median_filter(im, size=3)), [None]),
     }
 
 
 def tune_and_score(fn, grid, val_noisy, val_clean, test_noisy, test_clean):
     best, best_p = -np.inf, None
     for p in grid:
-        score = psnr(np.clip(np.stack([fn(im, p) for im in val_noisy]), 0, 1), val_clean)
+        score = psnr(np.clip(fn(val_noisy, p), 0, 1), val_clean)
         if score > best:
             best, best_p = score, p
     t = time.perf_counter()
-    out = np.clip(np.stack([fn(im, best_p) for im in test_noisy]), 0, 1)
+    out = np.clip(fn(test_noisy, best_p), 0, 1)
     return out, best_p, time.perf_counter() - t
 
 
