@@ -23,6 +23,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _run_data_split(p: argparse.ArgumentParser, split: bool = True) -> None:
+    p.add_argument("run_dir")
+    p.add_argument("--data", help="dataset spec (default: the one the model was trained on)")
+    if split:
+        p.add_argument("--split", default="test", choices=["train", "val", "test"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     top = _Parser(prog="aezoo", description="The autoencoder family: train, evaluate and use autoencoders.")
     top.add_argument("--version", action="version", version=_version())
@@ -49,9 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a trained model (JSON on stdout)",
                        description="Print one JSON object of test metrics: recon_sse_per_item, recon_mse, psnr.")
-    p.add_argument("run_dir")
-    p.add_argument("--data", help="dataset spec (default: the one the model was trained on)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    _run_data_split(p)
     p.add_argument("--nll-k", type=int, default=500, help="importance samples for the NLL (up to 5000; default 500)")
     p.add_argument("--nll-items", type=int, default=1000, help="items the NLL is estimated on (default 1000)")
     _common(p)
@@ -59,21 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embed", help="write latent codes to a .npy file",
                        description="Encode a split and save the codes (N, latent) as a .npy file.")
-    p.add_argument("run_dir")
-    p.add_argument("--data", help="dataset spec (default: the one the model was trained on)")
+    _run_data_split(p)
     p.add_argument("--out", required=True, help="output .npy file")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--labels-out", help="also save the split's labels to this .npy file")
     _common(p)
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("reconstruct", help="picture originals above reconstructions",
                        description="Save a PNG with originals (top row) above their reconstructions.")
-    p.add_argument("run_dir")
-    p.add_argument("--data", help="dataset spec (default: the one the model was trained on)")
+    _run_data_split(p)
     p.add_argument("--out", required=True, help="output image (.png or .jpg)")
     p.add_argument("-n", type=int, default=12, help="number of items (default 12)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
     _common(p)
     p.set_defaults(func=cmd_reconstruct)
 
@@ -110,8 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write the run's self-contained report.html",
                        description="Write RUN_DIR/report.html: training curves, reconstructions, a 2-D map of the "
                                    "test codes, restoration examples, and a model card. Figures are embedded.")
-    p.add_argument("run_dir")
-    p.add_argument("--data", help="dataset spec (default: the one the model was trained on)")
+    _run_data_split(p, split=False)
     _common(p)
     p.set_defaults(func=cmd_report)
 
@@ -281,15 +281,12 @@ def cmd_denoise(a) -> int:
         return 0
     pictures = [(p, read_picture(p, model.config.input_shape[0] if model.config.input_shape[0] == 3 else None))
                 for p in a.inputs]  # read all first: a bad file writes nothing
-    import torch
+    from .eval import corrupt_fixed
 
     for i, (path, img) in enumerate(pictures):
         stem = Path(path).stem
         if corruption is not None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(a.seed + i)
-                img, _ = corruption(img[None])
-                img = img[0]
+            img = corrupt_fixed(img[None], corruption, a.seed + i)[0][0]
             save_image(out / f"{stem}-noisy.png", to_pil(img))
         save_image(out / f"{stem}-denoised.png", to_pil(restore_image(model, img)))
     print(f"aezoo: {len(pictures)} picture(s) denoised into {out}", file=sys.stderr)

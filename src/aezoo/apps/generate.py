@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..rng import seeded
 from ..report.grid import image_grid, to_images
 
 
@@ -22,8 +23,7 @@ def sample_images(model, n: int, temperature: float = 1.0, seed: int = 0) -> tor
     if not temperature > 0:
         raise UserError("--temperature must be positive")
     model.eval()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed, model.device):
         return model.sample(n, temperature=temperature).float().cpu()
 
 

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from ..rng import seeded
+
 
 @torch.no_grad()
 def importance_nll(model, x: torch.Tensor, k: int = 1000, batch_size: int = 100, chunk: int = 500,
@@ -21,8 +23,7 @@ def importance_nll(model, x: torch.Tensor, k: int = 1000, batch_size: int = 100,
     model.eval()
     dev = model.device
     total = 0.0
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded(seed, dev):
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size].to(dev)
             parts = [model.log_importance_weights(xb, min(chunk, k - j)) for j in range(0, k, chunk)]
@@ -39,8 +40,7 @@ def elbo(model, x: torch.Tensor, batch_size: int = 500, seed: int = 0) -> float:
     model.eval()
     dev = model.device
     total = 0.0
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded(seed, dev):
         for i in range(0, len(x), batch_size):
             total += float(model.log_importance_weights(x[i : i + batch_size].to(dev), 1).sum())
     return total / len(x)

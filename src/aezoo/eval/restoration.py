@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 
 from ..corrupt import Corruption
+from ..rng import seeded
 from .reconstruction import psnr_from_mse
 
 
 @torch.no_grad()
 def corrupt_fixed(x: torch.Tensor, corruption: Corruption, seed: int = 0):
     """The same corruption of ``x`` every time (own RNG stream; the global one is left untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed, x.device):
         return corruption(x)
 
 

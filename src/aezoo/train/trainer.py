@@ -27,6 +27,7 @@ from ..data import Dataset, batches, num_batches
 from ..errors import TrainingDiverged, UserError
 from ..models.base import Autoencoder, load_state, save_model
 from ..outputs import Batch
+from ..rng import seeded
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .schedules import lr_factor
@@ -176,8 +177,7 @@ class Trainer:
         sums: dict[str, float] = {}
         n = 0
         multi = len(self.model.phases) > 1
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(self.config.seed + 1)
+        with seeded(self.config.seed + 1, self.device):
             for batch in batches(self.data.val, max(self.config.batch_size, 500)):
                 batch = self._to_device(batch)
                 for phase in self.model.phases:
