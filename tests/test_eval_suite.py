@@ -39,3 +39,24 @@ def test_probes_read_separable_codes():
     noise = rng.normal(size=(600, 3))
     chance = probe_accuracies(noise[:400], y[:400], noise[400:], y[400:])
     assert chance["linear_probe_acc"] < 0.6
+
+
+from conftest import needs_fmnist  # noqa: E402
+
+
+@needs_fmnist
+def test_shipped_classifier_and_its_frechet_distance():
+    from aezoo import data
+    from aezoo.eval.features import classifier_features, classifier_info, load_classifier
+
+    assert float(classifier_info()["test_accuracy"]) > 0.9
+    ds = data.load("fashion-mnist")
+    x, y = ds.test.x[:2000], ds.test.y[:2000]
+    with torch.no_grad():
+        acc = (load_classifier()(x).argmax(1) == y).float().mean().item()
+    assert acc > 0.9
+    real_a, real_b = classifier_features(x[:1000]), classifier_features(ds.val.x[:1000])
+    noise = classifier_features(torch.rand(1000, 1, 28, 28))
+    assert frechet_distance(real_a, real_b) * 10 < frechet_distance(real_a, noise)
+    pr = precision_recall(real_a, noise)
+    assert pr["precision"] < 0.1
