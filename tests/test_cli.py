@@ -1,6 +1,7 @@
 """The command line through a subprocess, as a user runs it."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -50,7 +51,9 @@ def test_train_writes_a_complete_run(run):
             "reconstructions.png", "checkpoint.safetensors"} <= names
     assert not [n for n in names if n.startswith(".")]  # no temporary files left
     assert json.loads((out / "eval.json").read_text()) == metrics
-    assert metrics["recon_sse_per_item"] > 0 and metrics["psnr"] > 10
+    assert metrics["recon_sse_per_item"] == pytest.approx(64 * metrics["recon_mse"], rel=1e-5)  # 8x8 digits
+    # mean of per-image PSNRs >= PSNR of the mean MSE (Jensen: log is concave)
+    assert metrics["psnr"] >= 10 * math.log10(1 / metrics["recon_mse"]) - 1e-6
     im = Image.open(out / "reconstructions.png")
     assert im.width > im.height  # two rows of 12
 
