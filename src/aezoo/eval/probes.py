@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
@@ -15,6 +18,8 @@ def probe_accuracies(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarra
     iterations) and of k-NN (k=5), both fitted on (at most ``max_train``) training codes."""
     z_train, y_train = z_train.reshape(len(z_train), -1)[:max_train], y_train[:max_train]
     z_test = z_test.reshape(len(z_test), -1)
-    linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)).fit(z_train, y_train)
+    with warnings.catch_warnings():  # the iteration cap is deliberate: a probe, not a tuned classifier
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)).fit(z_train, y_train)
     knn = KNeighborsClassifier(n_neighbors=k).fit(z_train, y_train)
     return {"linear_probe_acc": float(linear.score(z_test, y_test)), "knn_acc": float(knn.score(z_test, y_test))}
