@@ -41,9 +41,12 @@ class AEConfig(ModelConfig):
     activation: str = "relu"  # hidden units (the paper: logistic, with RBM pre-training)
     norm: Literal["none", "batch", "layer"] = "batch"  # after each hidden layer; batch norm trains ~3x faster here
     likelihood: Literal["auto", "bernoulli", "gaussian"] = "auto"  # auto: bernoulli for images, else gaussian
+    input_dropout: float = 0.0  # training only: zero this fraction of input values (a regulariser; 0: off)
 
     def validate(self) -> None:
         super().validate()
+        if not 0 <= self.input_dropout < 1:
+            raise UserError(f"input_dropout must be in [0, 1), got {self.input_dropout}")
         if self.latent_dim < 1:
             raise UserError(f"latent_dim must be at least 1, got {self.latent_dim}")
         if any(w < 1 for w in self.widths) or any(c < 1 for c in self.channels):
@@ -98,7 +101,10 @@ class AE(Autoencoder):
 
     def loss(self, batch: Batch, phase: str, step: int) -> LossOutput:
         x = batch.x
-        out = self.decoder_output(self.encode(x).z)
+        inp = x
+        if self.config.input_dropout and self.training:  # masking noise on the input, clean target
+            inp = x * (torch.rand_like(x) >= self.config.input_dropout).to(x.dtype)
+        out = self.decoder_output(self.encode(inp).z)
         if self.config.resolved_likelihood == "bernoulli":
             nll = bernoulli_nll(out, x)
             sse = squared_error(torch.sigmoid(out.float()), x)
