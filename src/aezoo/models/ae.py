@@ -5,6 +5,10 @@ An encoder f maps x to a low-dimensional code z = f(x) (a linear code layer), a 
 back, and training minimises the reconstruction error of g(f(x)): cross-entropy for pixels in [0, 1]
 (the paper's choice for MNIST, "bernoulli") or squared error ("gaussian").
 
+``input_dropout`` zeroes a fraction of the input values during training while the target stays clean
+(masking noise, as in the denoising criterion of Vincent et al. 2008), a regulariser against the gap
+between training and test error that the large MLP shows on Fashion-MNIST (see BENCHMARKS.md).
+
 Preset ``hinton2006``: the paper's MNIST network 784-1000-500-250-30 with the mirrored decoder.
 Differences from the paper, and why: the paper pre-trains a stack of RBMs and fine-tunes logistic units
 with conjugate gradients; we train from a random start with ReLU units, batch normalisation after each
