@@ -174,8 +174,7 @@ def cmd_train(a) -> int:
     overrides = {"epochs": a.epochs, "max_minutes": a.max_minutes, "seed": a.seed, "batch_size": a.batch_size,
                  "lr": a.lr, "threads": a.threads, "device": a.device}
     if a.max_minutes is not None and a.epochs is None and not a.resume:
-        overrides["epochs"] = None  # a budget alone: train until it runs out
-        train_sets = ["epochs=null"] + train_sets
+        train_sets = ["epochs=null"] + train_sets  # a budget alone: train until it runs out
     metrics = train_run(a.model, a.data, a.out, preset=a.preset, model_overrides=model_sets,
                         train_overrides=overrides, train_sets=train_sets, resume=a.resume, overwrite=a.overwrite,
                         data_dir=a.data_dir, progress=not a.quiet)

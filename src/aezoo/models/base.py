@@ -81,11 +81,6 @@ class Autoencoder(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def check_input(self, x: torch.Tensor) -> None:
-        want = tuple(self.config.input_shape)
-        if tuple(x.shape[1:]) != want:
-            raise UserError(f"the model expects items of shape {want}, got {tuple(x.shape[1:])}")
-
 
 # --- saving and loading ------------------------------------------------------------------------
 def make_config(cls: type[Autoencoder], preset: str | None = None, **overrides):
