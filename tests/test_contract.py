@@ -13,6 +13,7 @@ TINY = {
            dict(widths=[16], latent_dim=3, input_dropout=0.2)],
     "dae": [dict(channels=[4, 8], latent_dim=3), dict(arch="fullconv", channels=[4, 8], latent_dim=3), dict(arch="mlp", widths=[16], latent_dim=3, corruption="masking:0.3"),
             dict(channels=[4, 8], latent_dim=3, corruption="boxes:0.3")],
+    "hash": [dict(widths=[16], bits=8), dict(arch="conv", channels=[4, 8], bits=16, binarize="straight_through")],
     "vae": [dict(widths=[16], latent_dim=3), dict(arch="conv", channels=[4, 8], latent_dim=3, likelihood="logistic"),
             dict(widths=[16], latent_dim=3, likelihood="gaussian", learned_variance=True),
             dict(widths=[16], latent_dim=3, iw_samples=4, kl_warmup_steps=10)],

@@ -150,6 +150,36 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_interpolate)
 
+    p = sub.add_parser("index", help="hash-table index of a hash model's binary codes: build, search",
+                       description="Semantic hashing: store items under their binary codes; find similar ones.")
+    isub = p.add_subparsers(dest="index_command", metavar="ACTION", parser_class=_Parser, required=True)
+    q = isub.add_parser("build", help="encode a dataset and write an index directory",
+                        description="Encode --data with the hash model in RUN_DIR and write an index to --out.")
+    _run_data_split(q, split=False)
+    q.add_argument("--split", default="train", choices=["train", "val", "test", "all"],
+                   help="which items to index (default train)")
+    q.add_argument("--out", required=True, help="index directory to create")
+    q.add_argument("--kind", choices=["hash", "multihash", "flat", "ivf"],
+                   help="hash table (default up to 64 bits), multihash (default above), flat (exact scan), ivf")
+    q.add_argument("--rerank", action="store_true", help="also keep continuous codes, for re-ranking")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing index in --out")
+    _common(q)
+    q.set_defaults(func=cmd_index_build)
+    q = isub.add_parser("search", help="find the items nearest to a query",
+                        description="Print the nearest items: rank, id, label, Hamming distance.")
+    q.add_argument("index_dir")
+    g = q.add_mutually_exclusive_group(required=True)
+    g.add_argument("--item", help="an indexed item's id")
+    g.add_argument("--image", help="an image file (models trained on images)")
+    g.add_argument("--text", help="a text (models trained on text)")
+    h = q.add_mutually_exclusive_group()
+    h.add_argument("-k", type=int, default=10, help="the k nearest by Hamming distance (default 10)")
+    h.add_argument("--radius", type=int, help="every item within this Hamming distance (hash-table lookup)")
+    q.add_argument("--rerank", action="store_true", help="order candidates by distance between continuous codes")
+    q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _common(q)
+    q.set_defaults(func=cmd_index_search)
+
     p = sub.add_parser("list", help="list models and dataset kinds")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -409,6 +439,36 @@ def cmd_list(a) -> int:
     print("datasets:")
     for kind, about in KINDS.items():
         print(f"  {kind:14s} {about}")
+    return 0
+
+
+def cmd_index_build(a) -> int:
+    from .apps.index import build_index
+
+    index = build_index(a.run_dir, a.data, a.out, a.split, a.kind, a.rerank, a.overwrite, a.data_dir, not a.quiet)
+    print(f"aezoo: indexed {len(index):,} items as {index.bits}-bit codes ({index.kind}) in {a.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_index_search(a) -> int:
+    from .apps.index import search_index
+
+    if a.k < 1:
+        from .errors import UserError
+
+        raise UserError("-k must be at least 1")
+    res = search_index(a.index_dir, item=a.item, image=a.image, text=a.text, k=a.k, radius=a.radius, rerank=a.rerank)
+    if a.json:
+        print(json.dumps({"ids": res.ids, "labels": res.labels, "hamming": res.hamming,
+                          "rerank_distance": res.rerank_distance}))
+        return 0
+    if not res.ids:
+        print(f"no items within Hamming distance {a.radius}" if a.radius is not None else "no items found")
+        return 0
+    width = max(len(i) for i in res.ids)
+    for n, (i, lab, d) in enumerate(zip(res.ids, res.labels, res.hamming), 1):
+        extra = f"  {res.rerank_distance[n - 1]:.4f}" if res.rerank_distance else ""
+        print(f"{n:>4}  {i:<{width}}  {lab if lab is not None else '-':<16}  {d:>3}{extra}")
     return 0
 
 

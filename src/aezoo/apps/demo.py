@@ -3,7 +3,8 @@ combined report (``OUT/report.html``) beside each run's own report:
 
 1. ``ae``: the deep autoencoder, and PCA with as many components, side by side;
 2. ``dae`` with Gaussian noise: denoising;
-3. ``dae`` with random boxes: inpainting.
+3. ``dae`` with random boxes: inpainting;
+4. ``vae``: samples, interpolations and the test NLL.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from .. import data as data_mod
 from ..errors import UserError
 from ..io import write_bytes
 from ..report.grid import image_grid, to_images
-from ..report.html import figure, page, pil_png, run_sections, table
+from ..report.html import figure, generative_sections, page, pil_png, run_sections, table
 from .runs import train_run
 
 STEPS = [  # (folder, model, preset, --set overrides, title)
     ("ae", "ae", None, [], "Deep autoencoder (Hinton & Salakhutdinov 2006) against PCA"),
     ("denoise", "dae", None, ["corruption=gaussian:0.2"], "Denoising (Vincent et al. 2008), Gaussian noise sigma 0.2"),
     ("inpaint", "dae", "inpaint", [], "Inpainting of random boxes (the mask is an input channel)"),
+    ("vae", "vae", None, [], "Variational autoencoder (Kingma & Welling 2014): samples and interpolations"),
 ]
 
 
@@ -64,10 +66,16 @@ def run_demo(out: str = "runs/demo", minutes: float = 4.0, data_spec: str = "fas
                f"<a href='{folder}/report.html'>full run report</a></p>"
         if model_name == "ae":
             body += ae_vs_pca(model, dataset, metrics)
+        elif model_name == "vae":
+            keys = ("nll_nats", "nll_bits_per_dim", "elbo", "fd_fmnist", "sample_precision", "sample_recall")
+            body += table([(k, metrics[k]) for k in keys if k in metrics], ("test metric", "value"))
+            body += "".join(generative_sections(model, dataset))
         else:
             body += table([(k, metrics[k]) for k in ("corruption", "psnr_corrupted", "psnr_restored")],
                           ("test metric", "value"))
-        sections.append(body + "".join(s for s in run_sections(run_dir, model, dataset) if "<h2>Restoration" in s))
+        if model_name == "dae":
+            body += "".join(s for s in run_sections(run_dir, model, dataset) if "<h2>Restoration" in s)
+        sections.append(body)
     head = (f"<h1>aezoo demo on {html.escape(data_spec)}</h1><p class='muted'>Made in "
             f"{(time.perf_counter() - t0) / 60:.1f} minutes by <code>aezoo demo</code>, which runs:</p><pre>" +
             html.escape("\n".join(commands)) + "</pre>")

@@ -26,7 +26,8 @@ from ..train import TrainConfig, Trainer
 
 def build(model_name: str, dataset: data_mod.Dataset, preset: str | None, model_overrides: list[str]) -> Autoencoder:
     cls = get_model_class(model_name)
-    config = make_config(cls, preset, input_shape=list(dataset.shape), data_kind=dataset.kind)
+    config = make_config(cls, preset, input_shape=list(dataset.shape), data_kind=dataset.kind,
+                         vocabulary=list(dataset.meta.get("vocabulary", ())))
     config = apply_overrides(config, model_overrides, where=f"{model_name} config")
     return cls(config)
 
@@ -162,6 +163,6 @@ def open_run(run_dir: str, data_spec: str | None, data_dir: str | None, progress
             raise UserError(f"{run_dir}: no run.json to tell which data the model was trained on; pass --data")
         data_spec = read_json(run)["data"]
     with torch.no_grad():
-        dataset = data_mod.load(data_spec, data_dir, progress)
+        dataset = data_mod.load(data_spec, data_dir, progress, vocabulary=model.config.vocabulary or None)
     check_compatible(model, dataset)
     return model, dataset

@@ -11,6 +11,7 @@ A spec is ``KIND``, ``KIND:PATH`` or either followed by ``?option=value&option=v
 ``npy:PATH``         one array of items; option ``kind`` (image/vector)
 ``npz:PATH``         arrays x [, y, x_test, y_test]; option ``kind``
 ``csv:PATH``         numeric table; options ``label`` (column name or number), ``header`` (auto/yes/no)
+``text:PATH``        documents as word counts (:mod:`aezoo.data.text`); option ``vocab`` (words kept)
 ==================  =========================================================================
 
 Every spec also takes ``limit=N``: keep the first N items of each split (quick experiments, tests), and
@@ -35,8 +36,9 @@ KINDS = {
     "npy": "npy:PATH, an array of items",
     "npz": "npz:PATH, arrays x, y, x_test, y_test",
     "csv": "csv:PATH, a numeric table",
+    "text": "text:PATH, documents (JSON lines, .txt folder or one per line) as word counts",
 }
-_NEEDS_PATH = {"folder", "npy", "npz", "csv"}
+_NEEDS_PATH = {"folder", "npy", "npz", "csv", "text"}
 _OPTIONS = {
     "fashion-mnist": set(),
     "mnist": set(),
@@ -46,6 +48,7 @@ _OPTIONS = {
     "npy": {"kind"},
     "npz": {"kind"},
     "csv": {"label", "header"},
+    "text": {"vocab"},
 }
 
 
@@ -122,8 +125,9 @@ def _choice(raw: str | None, choices: tuple[str, ...], key: str) -> str | None:
     return raw
 
 
-def load(spec: str, data_dir: str | None = None, progress: bool = True) -> Dataset:
-    """Load the dataset named by ``spec`` (see the module docstring)."""
+def load(spec: str, data_dir: str | None = None, progress: bool = True, vocabulary=None) -> Dataset:
+    """Load the dataset named by ``spec`` (see the module docstring). ``vocabulary``: for text, count
+    over these words (a trained model's) instead of fitting a vocabulary to the data."""
     s = parse_spec(spec)
     o = s.options
     if s.kind in ("fashion-mnist", "mnist"):
@@ -147,6 +151,10 @@ def load(spec: str, data_dir: str | None = None, progress: bool = True) -> Datas
 
         kind = _choice(o.get("kind"), ("image", "vector"), "kind")
         ds = (files.load_npy if s.kind == "npy" else files.load_npz)(s.path, kind)
+    elif s.kind == "text":
+        from .text import load_text
+
+        ds = load_text(s.path, _int(o, "vocab", 2000), vocabulary, spec)
     else:  # csv
         from .files import load_csv
 
@@ -154,8 +162,7 @@ def load(spec: str, data_dir: str | None = None, progress: bool = True) -> Datas
     if "limit" in o:
         n = _int(o, "limit", 0)
         for name in ("train", "val", "test"):
-            sp = getattr(ds, name)
-            setattr(ds, name, Split(sp.x[:n], None if sp.y is None else sp.y[:n]))
+            setattr(ds, name, getattr(ds, name).head(n))
     if "binarize" in o:
         try:
             threshold = float(o["binarize"])
@@ -165,7 +172,7 @@ def load(spec: str, data_dir: str | None = None, progress: bool = True) -> Datas
             raise UserError("binarize=T needs image data and a threshold T in [0, 1)")
         for name in ("train", "val", "test"):
             sp = getattr(ds, name)
-            setattr(ds, name, Split((sp.x > threshold).float(), sp.y))
+            setattr(ds, name, Split((sp.x > threshold).float(), sp.y, sp.ids))
     ds.spec = spec
     return ds
 

@@ -16,10 +16,19 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class Split:
-    """Items ``x`` (N, *shape) as float32 and, when known, integer labels ``y`` (N,)."""
+    """Items ``x`` (N, *shape) as float32, when known integer labels ``y`` (N,), and item ids (names
+    used by search results; by default the item's position, e.g. ``"train/12"``)."""
 
     x: torch.Tensor
     y: torch.Tensor | None = None
+    ids: list[str] | None = None
+
+    def item_ids(self, split_name: str) -> list[str]:
+        return list(self.ids) if self.ids is not None else [f"{split_name}/{i}" for i in range(len(self))]
+
+    def head(self, n: int) -> "Split":
+        """The first n items."""
+        return Split(self.x[:n], None if self.y is None else self.y[:n], None if self.ids is None else self.ids[:n])
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -29,11 +38,12 @@ class Split:
 class Dataset:
     """Train, validation and test splits of one source.
 
-    ``kind`` is ``"image"`` (items are (C, H, W), values in [0, 1]) or ``"vector"`` (items are (D,)).
+    ``kind`` is ``"image"`` (items are (C, H, W), values in [0, 1]), ``"vector"`` (items are (D,)) or
+    ``"text"`` (items are word counts (V,) over ``meta["vocabulary"]``).
     """
 
     spec: str
-    kind: Literal["image", "vector"]
+    kind: Literal["image", "vector", "text"]
     train: Split
     val: Split
     test: Split

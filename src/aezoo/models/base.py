@@ -36,7 +36,8 @@ class ModelConfig:
     """Fields every model config has. The trainer fills both from the data."""
 
     input_shape: tuple[int, ...] = (1, 28, 28)  # one item: (C, H, W) for images, (D,) for vectors
-    data_kind: Literal["image", "vector"] = "image"  # images hold values in [0, 1]
+    data_kind: Literal["image", "vector", "text"] = "image"  # images hold values in [0, 1]; text: word counts
+    vocabulary: tuple[str, ...] = ()  # text: the words counted, in input order (filled from the data)
 
     def validate(self) -> None:
         if not self.input_shape or min(self.input_shape) < 1:

@@ -127,6 +127,10 @@ class Trainer:
             opts = {"lr": c.lr, "betas": tuple(c.betas), "weight_decay": c.weight_decay}
             opts.update(self.model.optimizer_overrides(phase))
             cls = torch.optim.AdamW if c.optimizer == "adamw" else torch.optim.Adam
+            # The fused kernel updates all parameters in one call: 1.3-1.6x faster steps for small models
+            # on CPU (bench/vs_pythae.py), where the per-parameter loop of the default dominates.
+            if self.device.type in ("cpu", "cuda") and all(p.dtype.is_floating_point for p in params):
+                opts.setdefault("fused", True)
             self.optimizers[phase] = cls(params, **opts)
         self.base_lrs = {ph: [g["lr"] for g in opt.param_groups] for ph, opt in self.optimizers.items()}
         self.loss_fn = torch.compile(self.model.loss) if c.compile else self.model.loss

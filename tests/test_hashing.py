@@ -1,0 +1,329 @@
+"""Semantic hashing: the hash model, the text loader, the FAISS-backed index and the index CLI."""
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import aezoo
+from aezoo import data
+from aezoo.errors import UserError
+from aezoo.hashing import HashIndex, hamming, pack_bits, unpack_bits
+from aezoo.outputs import Batch
+from conftest import run_cli
+
+SLICE = Path(__file__).parent / "data" / "debian_slice.jsonl.gz"  # 400 documents, 4 labels
+
+
+def one_line_error(r, pattern):
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aezoo: error: ") and pattern in lines[0], r.stderr
+
+
+# --- codes and the index ----------------------------------------------------------------------------
+def planted_codes(n=3000, bits=32, seed=0):
+    """Random codes plus, for the first 20, copies with 1, 2 and 3 bits flipped."""
+    rng = np.random.default_rng(seed)
+    b = rng.random((n, bits)) < 0.5
+    near = []
+    for i in range(min(20, n)):
+        for flips in (1, 2, 3):
+            c = b[i].copy()
+            c[rng.choice(bits, flips, replace=False)] ^= True
+            near.append(c)
+    return np.concatenate([b, np.array(near)])
+
+
+def brute_radius(codes, q, r):
+    d = (codes != q).sum(1)
+    return set(np.flatnonzero(d <= r).tolist()), d
+
+
+def test_pack_bits_round_trip_and_faiss_bit_order():
+    import faiss
+
+    codes = planted_codes(200, 24)
+    packed = pack_bits(codes)
+    assert packed.shape == (len(codes), 3) and (unpack_bits(packed, 24) == codes).all()
+    flat = faiss.IndexBinaryFlat(24)
+    flat.add(packed)
+    dist, pos = flat.search(packed[:5], len(codes))
+    for i in range(5):  # FAISS's popcount distances agree with counting differing booleans
+        expect = (codes != codes[i]).sum(1)
+        assert (expect[pos[i]] == dist[i]).all()
+    assert (hamming(packed[:3], packed) == (codes[:3, None] != codes[None]).sum(2)).all()
+
+
+@pytest.mark.parametrize("kind,bits", [("hash", 32), ("multihash", 32), ("multihash", 64), ("flat", 32)])
+@pytest.mark.parametrize("r", [0, 1, 2])
+def test_radius_search_finds_exactly_the_codes_within_r(kind, bits, r):
+    codes = planted_codes(bits=bits)
+    idx = HashIndex(bits, kind, nhash=2 if kind == "multihash" else None)
+    idx.add(codes, [f"i{n}" for n in range(len(codes))])
+    results = idx.radius_raw(codes[:20], r)
+    for q in range(20):
+        want, d = brute_radius(codes, codes[q], r)
+        dist, pos = results[q]
+        assert set(pos.tolist()) == want
+        assert (np.diff(dist) >= 0).all() and (d[pos] == dist).all()
+
+
+def test_knn_search_is_exact_with_the_flat_index_and_ordered():
+    codes = planted_codes(bits=64)
+    idx = HashIndex(64, "flat")
+    idx.add(codes, list(range(len(codes))))
+    res = idx.search(codes[:3], k=5)
+    for q, r in enumerate(res):
+        d = np.sort((codes != codes[q]).sum(1))[:5]
+        assert r.hamming == d.tolist() and r.ids[0] == str(q)
+
+
+def test_ivf_index_finds_planted_neighbours():
+    codes = planted_codes(bits=32)
+    idx = HashIndex(32, "ivf", nlist=16, nprobe=16)  # probing every list: exact
+    idx.add(codes, list(range(len(codes))))
+    r = idx.search(codes[:1], k=4)[0]
+    assert r.hamming == np.sort((codes != codes[0]).sum(1))[:4].tolist()
+
+
+def test_remove_and_rerank():
+    codes = planted_codes(bits=32)
+    cont = np.random.default_rng(1).random(codes.shape).astype(np.float32)
+    idx = HashIndex(32, "hash", keep_continuous=True)
+    ids = [f"i{n}" for n in range(len(codes))]
+    idx.add(codes, ids, labels=["a"] * len(codes), continuous=cont)
+    near0 = idx.radius_search(codes[:1], 3)[0].ids
+    assert "i0" in near0 and len(near0) >= 4
+    assert idx.remove(["i0", near0[-1]]) == 2 and len(idx) == len(codes) - 2
+    again = idx.radius_search(codes[:1], 3)[0].ids
+    assert "i0" not in again and set(again) == set(near0) - {"i0", near0[-1]}
+    with pytest.raises(UserError, match="not in the index"):
+        idx.remove(["i0"])
+    # re-ranking orders the candidates by distance between continuous codes
+    r = idx.search(codes[1:2], k=3, rerank=cont[1:2])[0]
+    assert r.rerank_distance == sorted(r.rerank_distance) and r.ids[0] == "i1" and r.rerank_distance[0] == 0
+    with pytest.raises(UserError, match="already in the index"):
+        idx.add(codes[:1], ["i5"], continuous=cont[:1])
+
+
+def test_index_settings_are_checked():
+    with pytest.raises(UserError, match="at most 64 bits"):
+        HashIndex(128, "hash")
+    with pytest.raises(UserError, match="unknown index kind"):
+        HashIndex(32, "lsh")
+    idx = HashIndex(32)
+    with pytest.raises(UserError, match="empty"):
+        idx.search(planted_codes(10, 32), 3)
+    c = planted_codes(10, 32)
+    idx.add(c, list(range(len(c))))
+    with pytest.raises(UserError, match="16-bit query"):
+        idx.search(planted_codes(10, 16), 3)
+
+
+def test_save_load_round_trip_and_corrupt_files(tmp_path):
+    codes = planted_codes(bits=64)
+    idx = HashIndex(64, "multihash", model={"run_dir": "x"})
+    idx.add(codes, [f"i{n}" for n in range(len(codes))], labels=["a", "b"] * (len(codes) // 2))
+    idx.save(tmp_path / "ix")
+    back = HashIndex.load(tmp_path / "ix")
+    assert back.ids == idx.ids and back.labels == idx.labels and back.kind == "multihash"
+    a, b = idx.radius_raw(codes[:5], 2), back.radius_raw(codes[:5], 2)
+    assert all((x[1] == y[1]).all() for x, y in zip(a, b))
+    assert back.memory_bytes() > len(codes) * 8
+
+    f = tmp_path / "ix" / "index.faiss"
+    good = f.read_bytes()
+    raw = bytearray(good)
+    raw[len(raw) // 2] ^= 0xFF
+    f.write_bytes(bytes(raw))
+    with pytest.raises(UserError, match="corrupt"):
+        HashIndex.load(tmp_path / "ix")
+    f.write_bytes(good)
+    (tmp_path / "ix" / "codes.npy").unlink()
+    with pytest.raises(UserError, match="missing"):
+        HashIndex.load(tmp_path / "ix")
+    with pytest.raises(UserError, match="not an aezoo index"):
+        HashIndex.load(tmp_path)
+
+
+def test_manifest_that_disagrees_with_the_index_is_refused(tmp_path):
+    small, big = HashIndex(32, "flat"), HashIndex(32, "flat")
+    a, b = planted_codes(10, 32), planted_codes(100, 32)
+    small.add(a, list(range(len(a))))
+    big.add(b, list(range(len(b))))
+    small.save(tmp_path / "a")
+    big.save(tmp_path / "b")
+    # a consistent-looking manifest over another index's files: the digests catch it
+    (tmp_path / "a" / "index.faiss").write_bytes((tmp_path / "b" / "index.faiss").read_bytes())
+    with pytest.raises(UserError, match="corrupt"):
+        HashIndex.load(tmp_path / "a")
+    # digests updated to match, counts still disagree
+    man = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    from aezoo.hashing import sha256
+
+    man["files"]["index.faiss"] = sha256(tmp_path / "a" / "index.faiss")
+    (tmp_path / "a" / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(UserError, match="disagree"):
+        HashIndex.load(tmp_path / "a")
+
+
+# --- the model --------------------------------------------------------------------------------------
+def test_straight_through_code_has_hard_values_and_the_sigmoid_gradient():
+    m = aezoo.create("hash", input_shape=(1, 8, 8), widths=[16], bits=8, binarize="straight_through")
+    logits = torch.tensor([[-2.0, -0.1, 0.3, 3.0, 0.0, 1.0, -1.0, 0.5]], requires_grad=True)
+    z = m.train_code(logits)
+    assert z.tolist() == [[0, 0, 1, 1, 0, 1, 0, 1]]
+    z.sum().backward()
+    s = torch.sigmoid(logits.detach())
+    assert torch.allclose(logits.grad, s * (1 - s))
+
+
+def test_noise_code_trains_noisy_and_evaluates_clean():
+    m = aezoo.create("hash", input_shape=(1, 8, 8), widths=[16], bits=8, noise_std=4.0)
+    logits = torch.zeros(1000, 8)
+    m.train()
+    noisy = m.train_code(logits)
+    assert 0.3 < noisy.std().item() < 0.5  # sigmoid(N(0, 16)) spreads towards 0 and 1
+    m.eval()
+    assert torch.equal(m.train_code(logits), torch.full((1000, 8), 0.5))
+
+
+def test_multinomial_loss_is_the_word_count_weighted_log_softmax():
+    m = aezoo.create("hash", input_shape=(5,), data_kind="text", widths=[4], bits=8, norm="none")
+    m.eval()
+    x = torch.tensor([[2.0, 0, 1, 0, 0], [0, 0, 0, 3, 1]])
+    out = m.loss(Batch(x), "main", 0)
+    p = torch.softmax(m.decoder_output(torch.sigmoid(m.code_logits(x))), -1)
+    want = -(x * p.log()).sum(1).mean()
+    assert torch.allclose(out.loss, want, atol=1e-5)
+    assert torch.allclose(m(x).sum(1), x.sum(1))  # reconstruction keeps the document length
+
+
+def test_hash_model_learns_neighbourhoods_on_digits(digits):
+    """Codes of a briefly trained model put same-label digits closer than different-label ones."""
+    torch.manual_seed(0)
+    m = aezoo.create("hash", input_shape=digits.shape, widths=[128], bits=16)
+    aezoo.Trainer(m, digits, aezoo.TrainConfig(epochs=30, batch_size=64, progress=False), run_dir=None).fit()
+    from aezoo.apps.index import encode_codes
+
+    bits, _ = encode_codes(m, digits.test.x)
+    idx = HashIndex(16, "flat")
+    idx.add(bits, list(range(len(bits))), labels=digits.test.y.tolist())
+    res = idx.search(bits, k=11)
+    y = digits.test.y.tolist()
+    prec = np.mean([np.mean([lab == str(y[q]) for lab in r.labels[1:]]) for q, r in enumerate(res)])
+    assert prec > 0.6  # chance: 0.1
+    assert (bits.float().mean(0) > 0.02).all() and (bits.float().mean(0) < 0.98).all()  # no dead bits
+
+
+# --- text -------------------------------------------------------------------------------------------
+def test_text_jsonl_loader_on_the_corpus_slice():
+    ds = data.load(f"text:{SLICE}?vocab=300")
+    assert ds.kind == "text" and ds.shape == (300,) and len(ds.meta["vocabulary"]) == 300
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 400 and len(ds.test) == 40
+    assert sorted(ds.classes) == ["doc", "games", "python", "science"]
+    assert ds.train.ids[0] and ds.train.x.sum() > 0 and (ds.train.x == ds.train.x.round()).all()
+    docs = [json.loads(line) for line in gzip.open(SLICE, "rt")]
+    by_id = {d["id"]: d for d in docs}
+    vocab = ds.meta["vocabulary"]
+    doc = by_id[ds.test.ids[0]]
+    words = doc["text"].lower()
+    for j in torch.nonzero(ds.test.x[0]).flatten().tolist():
+        assert vocab[j] in words  # every counted word occurs in the document
+    again = data.load(f"text:{SLICE}", vocabulary=vocab[:50])  # a model's vocabulary is reused as is
+    assert again.shape == (50,) and torch.equal(again.test.x, ds.test.x[:, :50])
+
+
+def test_text_folder_and_lines(tmp_path):
+    for lab, words in {"space": "rockets fly to orbit around the moon", "food": "bread and butter cake"}.items():
+        (tmp_path / "f" / lab).mkdir(parents=True)
+        for i in range(10):
+            (tmp_path / "f" / lab / f"{i}.txt").write_text(words + f" item{'x' * i}")
+    ds = data.load(f"text:{tmp_path / 'f'}")
+    assert ds.classes == ["food", "space"] and len(ds.train) + len(ds.val) + len(ds.test) == 20
+    assert "food/0.txt" in ds.train.ids + ds.val.ids + ds.test.ids
+    (tmp_path / "docs.txt").write_text("alpha beta gamma\n\n" + "beta gamma delta\n" * 11)
+    ds = data.load(f"text:{tmp_path / 'docs.txt'}")
+    assert ds.train.y is None and len(ds.train) + len(ds.val) + len(ds.test) == 12
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"text": "ok"}\n{"text": \n', "line 2 is not valid JSON"),
+    ('{"text": "ok"}\n{"body": "no text"}\n', "line 2 has no string field 'text'"),
+    ('{"text": "a b", "label": "x"}\n{"text": "c d"}\n{"text": "e f", "label": "y"}\n', "have no label"),
+    ("", "no documents"),
+])
+def test_malformed_text_files(tmp_path, content, message):
+    p = tmp_path / "bad.jsonl"
+    p.write_text(content)
+    with pytest.raises(UserError, match=message):
+        data.load(f"text:{p}")
+
+
+# --- the CLI ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def text_index(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hashcli")
+    run, index = root / "run", root / "index"
+    r = run_cli("train", "hash", "--data", f"text:{SLICE}?vocab=500", "--out", run, "--epochs", "15",
+                "--batch-size", "32", "--set", "bits=16", "--set", "widths=[64]", "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("index", "build", run, "--out", index, "--rerank", "--quiet")
+    assert r.returncode == 0, r.stderr
+    return run, index
+
+
+def test_cli_text_index_build_and_search(text_index):
+    run, index = text_index
+    assert json.loads((run / "config.json").read_text())["config"]["vocabulary"][:1]
+    man = json.loads((index / "manifest.json").read_text())
+    assert man["bits"] == 16 and man["kind"] == "hash" and man["count"] == 324
+    r = run_cli("index", "search", index, "--text", "python module library bindings", "-k", "5")
+    assert r.returncode == 0, r.stderr
+    rows = r.stdout.strip().splitlines()
+    assert len(rows) == 5 and rows[0].split()[0] == "1"
+    r = run_cli("index", "search", index, "--item", man["ids"][0], "--radius", "2", "--json")
+    res = json.loads(r.stdout)
+    assert man["ids"][0] in res["ids"] and res["hamming"][0] == 0
+    assert max(res["hamming"]) <= 2 and res["hamming"] == sorted(res["hamming"])
+    r = run_cli("index", "search", index, "--item", man["ids"][0], "-k", "3", "--rerank", "--json")
+    res = json.loads(r.stdout)
+    assert res["rerank_distance"] == sorted(res["rerank_distance"])
+
+
+def test_cli_index_errors(text_index, tmp_path):
+    run, index = text_index
+    one_line_error(run_cli("index", "search", index, "--item", "no-such-package"), "no item with id")
+    one_line_error(run_cli("index", "search", index, "--image", "x.png"), "--image needs")
+    one_line_error(run_cli("index", "search", index, "--text", "zzzz qqqq"), "none of the query's words")
+    one_line_error(run_cli("index", "build", run, "--out", index), "exists")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in index.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    (bad / "codes.npy").write_bytes(b"garbage")
+    one_line_error(run_cli("index", "search", bad, "--item", "x"), "corrupt")
+
+
+def test_cli_image_index_search_by_image_file(tmp_path):
+    run, index = tmp_path / "run", tmp_path / "ix"
+    r = run_cli("train", "hash", "--data", "digits", "--out", run, "--epochs", "3", "--set", "bits=8",
+                "--set", "widths=[32]", "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("index", "build", run, "--out", index, "--kind", "flat", "--quiet")
+    assert r.returncode == 0, r.stderr
+    ds = data.load("digits")
+    img = (ds.train.x[7, 0].numpy() * 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "q.png")
+    r = run_cli("index", "search", index, "--image", tmp_path / "q.png", "-k", "3", "--json")
+    res = json.loads(r.stdout)
+    assert res["hamming"][0] == 0  # the query's code is train/7's, which is indexed
+    one_line_error(run_cli("index", "search", index, "--text", "hello"), "--text needs")
+    # the model's weights changed after indexing: queries that need the model are refused
+    (run / "model.safetensors").write_bytes((run / "model.safetensors").read_bytes() + b" ")
+    one_line_error(run_cli("index", "search", index, "--image", tmp_path / "q.png"), "has changed")
