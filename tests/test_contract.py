@@ -69,7 +69,8 @@ def test_save_load_round_trip(name, i, tmp_path):
 @pytest.mark.parametrize("name,i", CASES)
 def test_load_rejects_weights_of_another_config(name, i, tmp_path):
     aezoo.save(make(name, i), tmp_path / "a")
-    other = dict(TINY[name][i], latent_dim=TINY[name][i]["latent_dim"] + 1)
+    key = "latent_dim" if "latent_dim" in TINY[name][i] else "bits"
+    other = dict(TINY[name][i], **{key: TINY[name][i][key] + 8})
     aezoo.save(aezoo.create(name, input_shape=SHAPE, **other), tmp_path / "b")
     (tmp_path / "b" / "model.safetensors").replace(tmp_path / "a" / "model.safetensors")
     with pytest.raises(UserError, match="do not match"):

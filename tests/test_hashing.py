@@ -327,3 +327,23 @@ def test_cli_image_index_search_by_image_file(tmp_path):
     # the model's weights changed after indexing: queries that need the model are refused
     (run / "model.safetensors").write_bytes((run / "model.safetensors").read_bytes() + b" ")
     one_line_error(run_cli("index", "search", index, "--image", tmp_path / "q.png"), "has changed")
+
+
+# --- retrieval metrics --------------------------------------------------------------------------------
+def test_retrieval_metrics_against_a_hand_computation():
+    from aezoo.eval.retrieval import hamming_distances, retrieval_metrics
+
+    db_bits = np.array([[0] * 8, [1] + [0] * 7, [1, 1] + [0] * 6, [1, 1, 1] + [0] * 5], bool)
+    db, q = pack_bits(db_bits), pack_bits(np.zeros((1, 8), bool))
+    assert hamming_distances(q, db).tolist() == [[0, 1, 2, 3]]
+    m = retrieval_metrics(q, db, [1], [1, 0, 1, 1], k=2, radius=1)
+    # ranking: relevant, not, relevant, relevant -> AP = (1/1 + 2/3 + 3/4) / 3
+    assert m["map"] == pytest.approx((1 + 2 / 3 + 3 / 4) / 3)
+    assert m["precision_at_k"] == 0.5 and m["precision_radius"] == 0.5 and m["radius_hit_rate"] == 1
+    # a query with nothing within the radius counts as precision 0
+    far = pack_bits(np.ones((1, 8), bool))
+    assert retrieval_metrics(far, db, [1], [1, 0, 1, 1], radius=2)["precision_radius"] == 0
+    # 64-bit words path agrees with the byte path
+    rng = np.random.default_rng(0)
+    a, b = pack_bits(rng.random((5, 128)) < 0.5), pack_bits(rng.random((7, 128)) < 0.5)
+    assert (hamming_distances(a, b) == hamming(a, b)).all()

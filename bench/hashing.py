@@ -1,0 +1,179 @@
+"""Semantic hashing quality: aezoo's ``hash`` model against FAISS's binary-code baselines, in one run.
+
+    .venv/bin/python bench/hashing.py [--datasets fmnist,text] [--bits 16,32,64,128] [--minutes 1.5]
+
+Relevance = same label. Metrics (aezoo.eval.retrieval): precision@100 and mean average precision over
+the Hamming ranking of the whole database, and precision within Hamming radius 2 (a query with nothing
+within radius 2 counts as 0).
+
+- Fashion-MNIST: the test images are the queries (the first ``--queries``), the training split the
+  database. Baselines and the model see the same pixels.
+- Text: ``--corpus`` (default ../shared/data/debian_descriptions.jsonl.gz, 61k documents, 58 labels),
+  word counts over the 2000 most frequent words; 10% held out as queries, the rest is the database.
+  Baselines see TF-IDF vectors of the same counts (L2-normalised), the usual input for text hashing.
+- Baselines, each from FAISS, at the same code lengths: random-projection LSH (``IndexLSH`` with random
+  rotation, on centred data), PCA then sign (``PCAMatrix``), ITQ (``ITQTransform``, Gong & Lazebnik 2011).
+  Ceiling: exact k-NN of the float vectors (pixels: Euclidean; TF-IDF: cosine).
+- aezoo ``hash`` (default settings: paper's noise binarisation), one model per code length trained for
+  ``--minutes``; at 32 bits also ``binarize=straight_through``, the alternative, for the docstring's choice.
+Prints one table per dataset and writes bench/results/hashing.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import aezoo
+from aezoo.apps.index import encode_codes
+from aezoo.env import machine_info
+from aezoo.eval.retrieval import retrieval_metrics
+from aezoo.hashing import pack_bits
+from aezoo.io import write_json
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian_descriptions.jsonl.gz"
+
+
+def faiss_codes(name: str, train: np.ndarray, parts: list[np.ndarray], bits: int, seed: int) -> list[np.ndarray]:
+    """Packed codes of ``parts`` from a FAISS baseline fitted on ``train`` (float32, centred by the caller)."""
+    import faiss
+
+    d = train.shape[1]
+    if name == "LSH":
+        index = faiss.IndexLSH(d, bits, True, False)  # random rotation, then sign
+        index.train(np.ascontiguousarray(train))
+        return [index.sa_encode(np.ascontiguousarray(p)) for p in parts]
+    t = faiss.PCAMatrix(d, bits) if name == "PCA-sign" else faiss.ITQTransform(d, bits, True)
+    t.train(np.ascontiguousarray(train))
+    return [pack_bits(t.apply(np.ascontiguousarray(p)) > 0) for p in parts]
+
+
+def train_hash(ds, bits: int, minutes: float, seed: int, **overrides):
+    model = aezoo.create("hash", input_shape=ds.shape, data_kind=ds.kind, bits=bits, **overrides)
+    cfg = aezoo.TrainConfig(epochs=None, max_minutes=minutes, batch_size=128, seed=seed, checkpoint_every=0,
+                            schedule="cosine", progress=sys.stderr.isatty())
+    # a cosine schedule needs a horizon: estimate the epochs that fit the budget from a short timing run
+    cfg.epochs = epochs_in(model, ds, minutes, seed)
+    cfg.max_minutes = None
+    t = time.perf_counter()
+    res = aezoo.Trainer(model, ds, cfg, run_dir=None).fit()
+    return model.eval(), time.perf_counter() - t, res
+
+
+def epochs_in(model, ds, minutes: float, seed: int) -> int:
+    import copy
+
+    probe = copy.deepcopy(model)
+    small = aezoo.data.Dataset(ds.spec, ds.kind, ds.train.head(128 * 40), ds.val.head(128), ds.test.head(128))
+    cfg = aezoo.TrainConfig(epochs=1, batch_size=128, seed=seed, checkpoint_every=0, progress=False)
+    t = time.perf_counter()
+    aezoo.Trainer(probe, small, cfg, run_dir=None).fit()
+    per_item = (time.perf_counter() - t) / len(small.train)
+    return max(1, int(60 * minutes / (per_item * len(ds.train))))
+
+
+def evaluate(codes_q, codes_db, yq, ydb) -> dict:
+    return retrieval_metrics(codes_q, codes_db, yq, ydb, k=100, radius=2)
+
+
+def run_dataset(name: str, ds, base_train: np.ndarray, base_q: np.ndarray, base_db: np.ndarray, db_x: torch.Tensor,
+                q_x: torch.Tensor, ydb, yq, ceiling_metric: str, a) -> dict:
+    rows = {}
+    t = time.perf_counter()
+    rows["exact k-NN (float, ceiling)"] = {"all": retrieval_metrics(base_q, base_db, yq, ydb, k=100, radius=None,
+                                                                    metric=ceiling_metric)}
+    print(f"[{name}] ceiling {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    mean = base_train.mean(0, keepdims=True)
+    for method in ("LSH", "PCA-sign", "ITQ"):
+        rows[method] = {}
+        for bits in a.bits:
+            cq, cdb = faiss_codes(method, base_train - mean, [base_q - mean, base_db - mean], bits, a.seed)
+            rows[method][bits] = evaluate(cq, cdb, yq, ydb)
+        print(f"[{name}] {method}: " + ", ".join(f"{b}: {rows[method][b]['map']:.3f}" for b in a.bits),
+              file=sys.stderr, flush=True)
+    variants = [("aezoo hash (noise, default)", {}, a.bits)]
+    if 32 in a.bits:
+        variants.append(("aezoo hash (straight-through)", {"binarize": "straight_through"}, [32]))
+    for label, over, bit_list in variants:
+        rows[label] = {}
+        for bits in bit_list:
+            model, secs, res = train_hash(ds, bits, a.minutes, a.seed, **over)
+            bq, _ = encode_codes(model, q_x)
+            bdb, _ = encode_codes(model, db_x)
+            m = evaluate(pack_bits(bq), pack_bits(bdb), yq, ydb)
+            m.update(train_s=secs, epochs=res.epoch, bit_balance=float(res.last_metrics.get("bit_balance", float("nan"))))
+            rows[label][bits] = m
+            print(f"[{name}] {label} {bits} bits: P@100 {m['precision_at_k']:.3f} mAP {m['map']:.3f} "
+                  f"P(r<=2) {m['precision_radius']:.3f} ({secs:.0f} s, {res.epoch} epochs)", file=sys.stderr, flush=True)
+    return rows
+
+
+def print_table(name: str, rows: dict, bits: list[int]) -> None:
+    print(f"\n{name}: precision@100 / mAP / precision within Hamming radius 2\n")
+    print("| method | " + " | ".join(f"{b} bits" for b in bits) + " |")
+    print("|---|" + "---|" * len(bits))
+    for method, by_bits in rows.items():
+        if "all" in by_bits:
+            m = by_bits["all"]
+            print(f"| {method} | " + " | ".join([f"{m['precision_at_k']:.3f} / {m['map']:.3f} / -"] * len(bits)) + " |")
+            continue
+        cells = []
+        for b in bits:
+            m = by_bits.get(b)
+            cells.append("" if m is None else f"{m['precision_at_k']:.3f} / {m['map']:.3f} / {m['precision_radius']:.3f}")
+        print(f"| {method} | " + " | ".join(cells) + " |")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", default="fmnist,text")
+    ap.add_argument("--bits", default="16,32,64,128")
+    ap.add_argument("--minutes", type=float, default=1.5, help="training budget per model")
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--corpus", default=str(CORPUS))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="bench/results/hashing.json")
+    a = ap.parse_args(argv)
+    a.bits = [int(b) for b in a.bits.split(",")]
+    torch.set_num_threads(a.threads)
+    results = {}
+    for name in a.datasets.split(","):
+        if name == "fmnist":
+            ds = aezoo.data.load("fashion-mnist")
+            q_x, db_x = ds.test.x[: a.queries], ds.train.x
+            yq, ydb = ds.test.y[: a.queries].numpy(), ds.train.y.numpy()
+            base_db, base_q = db_x.flatten(1).numpy(), q_x.flatten(1).numpy()
+            rows = run_dataset("Fashion-MNIST", ds, base_db, base_q, base_db, db_x, q_x, ydb, yq, "euclidean", a)
+            title = f"Fashion-MNIST ({len(yq)} test queries against {len(ydb):,} training images)"
+        elif name == "text":
+            from sklearn.feature_extraction.text import TfidfTransformer
+
+            ds = aezoo.data.load(f"text:{a.corpus}")
+            db_x = torch.cat([ds.train.x, ds.val.x])
+            ydb = torch.cat([ds.train.y, ds.val.y]).numpy()
+            rng = np.random.default_rng(a.seed)
+            pick = np.sort(rng.choice(len(ds.test), min(a.queries, len(ds.test)), replace=False))
+            q_x, yq = ds.test.x[pick], ds.test.y[pick].numpy()
+            tfidf = TfidfTransformer().fit(ds.train.x.numpy())
+            base_db = tfidf.transform(db_x.numpy()).toarray().astype(np.float32)
+            base_q = tfidf.transform(q_x.numpy()).toarray().astype(np.float32)
+            rows = run_dataset("text", ds, base_db[: len(ds.train)], base_q, base_db, db_x, q_x, ydb, yq, "cosine", a)
+            title = (f"Debian descriptions ({len(yq)} held-out queries against {len(ydb):,} documents, "
+                     f"{len(ds.classes)} labels, 2000-word vocabulary)")
+        else:
+            raise SystemExit(f"unknown dataset {name!r} (fmnist, text)")
+        results[name] = {"title": title, "rows": {m: {str(k): v for k, v in r.items()} for m, r in rows.items()}}
+        print_table(title, rows, a.bits)
+    write_json(a.out, {"benchmark": "hashing", "settings": vars(a), "results": results, "machine": machine_info(),
+                       "date": time.strftime("%Y-%m-%d")})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
