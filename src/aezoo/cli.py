@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="a named configuration of the model, e.g. hinton2006 for ae")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="set a model config field (widths=[512,256]) or a training one (train.schedule=cosine)")
+    p.add_argument("--prior-of", metavar="RUN_DIR", help="pixelcnn: train the prior of the VQ-VAE in RUN_DIR on its codes")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     _common(p)
@@ -205,9 +206,20 @@ def cmd_train(a) -> int:
                  "lr": a.lr, "threads": a.threads, "device": a.device}
     if a.max_minutes is not None and a.epochs is None and not a.resume:
         train_sets = ["epochs=null"] + train_sets  # a budget alone: train until it runs out
-    metrics = train_run(a.model, a.data, a.out, preset=a.preset, model_overrides=model_sets,
-                        train_overrides=overrides, train_sets=train_sets, resume=a.resume, overwrite=a.overwrite,
-                        data_dir=a.data_dir, progress=not a.quiet)
+    if a.prior_of:
+        from .apps.prior import train_prior
+
+        if (a.model or "pixelcnn") != "pixelcnn":
+            raise UserError(f"--prior-of trains a 'pixelcnn' prior, not {a.model!r}")
+        metrics = train_prior(a.prior_of, a.out, data_spec=a.data, preset=a.preset, model_overrides=model_sets,
+                              train_overrides=overrides, train_sets=train_sets, resume=a.resume,
+                              overwrite=a.overwrite, data_dir=a.data_dir, progress=not a.quiet)
+    else:
+        if a.model == "pixelcnn" and not a.resume and not (a.data or "").startswith("codes:"):
+            raise UserError("a pixelcnn is a prior for a VQ-VAE: aezoo train pixelcnn --prior-of VQVAE_RUN --out PRIOR_DIR")
+        metrics = train_run(a.model, a.data, a.out, preset=a.preset, model_overrides=model_sets,
+                            train_overrides=overrides, train_sets=train_sets, resume=a.resume, overwrite=a.overwrite,
+                            data_dir=a.data_dir, progress=not a.quiet)
     print(json.dumps(metrics))
     print(f"aezoo: run written to {a.out}", file=sys.stderr)
     return 0

@@ -11,7 +11,10 @@ from ..report.grid import image_grid, to_images
 
 
 def require_generator(model, run_dir: str) -> None:
-    if not hasattr(model, "sample"):
+    if callable(getattr(model, "sample", None)) and not model.can_sample:
+        raise UserError(f"{run_dir}: no prior has been trained for this {model.name!r} model yet; train one with "
+                        f"'aezoo train pixelcnn --prior-of {run_dir} --out PRIOR_DIR'")
+    if not model.can_sample:
         raise UserError(f"{run_dir} holds an {model.name!r} model, which has no prior to sample from; "
                         "train a generative model such as 'vae'")
 

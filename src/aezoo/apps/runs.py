@@ -87,6 +87,8 @@ def finish_run(model: Autoencoder, dataset: data_mod.Dataset, out_dir: Path) -> 
     model.to("cpu")
     metrics = evaluate(model, dataset, "test")
     write_json(out_dir / "eval.json", metrics)
+    if dataset.kind == "codes":  # a prior: its samples are shown in the report of the VQ-VAE it belongs to
+        return metrics
     save_image(out_dir / "reconstructions.png", reconstruction_grid(model, dataset, "test", 12))
     from ..report.html import write_report
 
@@ -100,9 +102,21 @@ def evaluate(model: Autoencoder, dataset: data_mod.Dataset, split: str = "test",
     samples on the first ``nll_items`` items (the ELBO uses the whole split)."""
     check_compatible(model, dataset)
     part = dataset.split(split)
-    lo, hi = dataset.value_range()
     metrics = {"model": model.name, "data": dataset.spec, "split": split}
+    if dataset.kind == "codes":  # a prior over VQ-VAE codes
+        from .prior import prior_metrics
+
+        metrics.update(prior_metrics(model, part.x))
+        return metrics
+    lo, hi = dataset.value_range()
     metrics.update(reconstruction_metrics(model, part.x, data_range=hi - lo))
+    if hasattr(model, "code_indices"):  # VQ-VAE: codebook use, and its prior's NLL once it has one
+        from .prior import code_grids, codebook_perplexity, prior_metrics
+
+        grids = code_grids(model, part.x)
+        metrics.update(codebook_perplexity(grids, model.config.num_codes))
+        if model.prior is not None:
+            metrics.update(prior_metrics(model.prior, grids))
     if hasattr(model, "restore"):  # restoration models: how well they undo their own corruption
         metrics.update(restoration_metrics(model, part.x, model.corruption))
     if hasattr(model, "log_importance_weights"):  # latent-variable models: ELBO and importance-sampled NLL
@@ -119,7 +133,7 @@ def evaluate(model: Autoencoder, dataset: data_mod.Dataset, split: str = "test",
         metrics.update(probe_accuracies(embed(model, dataset.train.x[:n_train]).numpy(),
                                         dataset.train.y[:n_train].numpy(), embed(model, part.x).numpy(),
                                         part.y.numpy()))
-    if hasattr(model, "sample"):
+    if model.can_sample:
         metrics.update(sample_quality(model, dataset, part))
     return metrics
 

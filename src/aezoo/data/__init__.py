@@ -12,6 +12,7 @@ A spec is ``KIND``, ``KIND:PATH`` or either followed by ``?option=value&option=v
 ``npz:PATH``         arrays x [, y, x_test, y_test]; option ``kind``
 ``csv:PATH``         numeric table; options ``label`` (column name or number), ``header`` (auto/yes/no)
 ``text:PATH``        documents as word counts (:mod:`aezoo.data.text`); option ``vocab`` (words kept)
+``codes:RUN_DIR``    the code grids of a trained VQ-VAE on its training data (a PixelCNN prior's data)
 ==================  =========================================================================
 
 Every spec also takes ``limit=N``: keep the first N items of each split (quick experiments, tests), and
@@ -37,8 +38,9 @@ KINDS = {
     "npz": "npz:PATH, arrays x, y, x_test, y_test",
     "csv": "csv:PATH, a numeric table",
     "text": "text:PATH, documents (JSON lines, .txt folder or one per line) as word counts",
+    "codes": "codes:RUN_DIR, the code grids of a trained VQ-VAE (data for its pixelcnn prior)",
 }
-_NEEDS_PATH = {"folder", "npy", "npz", "csv", "text"}
+_NEEDS_PATH = {"folder", "npy", "npz", "csv", "text", "codes"}
 _OPTIONS = {
     "fashion-mnist": set(),
     "mnist": set(),
@@ -49,6 +51,7 @@ _OPTIONS = {
     "npz": {"kind"},
     "csv": {"label", "header"},
     "text": {"vocab"},
+    "codes": set(),
 }
 
 
@@ -155,6 +158,10 @@ def load(spec: str, data_dir: str | None = None, progress: bool = True, vocabula
         from .text import load_text
 
         ds = load_text(s.path, _int(o, "vocab", 2000), vocabulary, spec)
+    elif s.kind == "codes":
+        from ..apps.prior import codes_dataset
+
+        ds = codes_dataset(s.path, None, data_dir, progress)[2]
     else:  # csv
         from .files import load_csv
 

@@ -36,7 +36,7 @@ class ModelConfig:
     """Fields every model config has. The trainer fills both from the data."""
 
     input_shape: tuple[int, ...] = (1, 28, 28)  # one item: (C, H, W) for images, (D,) for vectors
-    data_kind: Literal["image", "vector", "text"] = "image"  # images hold values in [0, 1]; text: word counts
+    data_kind: Literal["image", "vector", "text", "codes"] = "image"  # images: values in [0, 1]; text: word counts; codes: VQ-VAE code grids
     vocabulary: tuple[str, ...] = ()  # text: the words counted, in input order (filled from the data)
 
     def validate(self) -> None:
@@ -73,6 +73,15 @@ class Autoencoder(nn.Module):
     def optimizer_overrides(self, phase: str) -> dict:
         """Per-phase optimizer settings that differ from the training config (e.g. a critic's lr)."""
         return {}
+
+    @property
+    def can_sample(self) -> bool:
+        """True when the model has a prior to draw samples from (``sample(n, temperature)``)."""
+        return callable(getattr(self, "sample", None))
+
+    def attach(self, directory: Path) -> None:
+        """Called by :func:`load_model` after the weights are in: load companion files of the run
+        (e.g. a separately trained prior). Nothing by default."""
 
     # --- conveniences ----------------------------------------------------------------------------
     @property
@@ -129,6 +138,7 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{weights}: cannot read the weights ({e})") from None
     load_state(model, state, weights)
+    model.attach(directory)
     return model.eval()  # inference mode (batch norm uses its running statistics); the trainer sets train()
 
 

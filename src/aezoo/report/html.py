@@ -124,14 +124,14 @@ def generative_sections(model, dataset) -> list[str]:
     out = []
     if dataset.kind != "image":
         return out
-    if hasattr(model, "sample"):
+    if model.can_sample:
         out.append("<h2>Samples</h2>" + figure(pil_png(grid_of(sample_images(model, 64), dataset.shape, "image", 8)),
                                                "64 samples from the prior (temperature 1)."))
     rows, labels = interpolation_rows(model, dataset.test.x, 4, 10, "both")
     out.append("<h2>Interpolations</h2>" + figure(
         pil_png(image_grid([to_images(r, dataset.shape, "image") for r in rows])),
         "Between pairs of test items, endpoints included; rows alternate linear and spherical paths in code space."))
-    if hasattr(model, "sample") and model.config.latent_dim <= 10:
+    if model.can_sample and getattr(model.config, "latent_dim", 0) and model.config.latent_dim <= 10:
         t = traversal_rows(model)
         out.append("<h2>Latent traversals</h2>" + figure(
             pil_png(image_grid([to_images(r, dataset.shape, "image") for r in t])),

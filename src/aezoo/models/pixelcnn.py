@@ -1,0 +1,127 @@
+"""Gated PixelCNN over a grid of discrete codes: the learned prior of a VQ-VAE.
+
+van den Oord, Kalchbrenner, Vinyals, Espeholt, Graves & Kavukcuoglu, "Conditional image generation with
+PixelCNN decoders", NeurIPS 2016. The grid's joint distribution is factorised in raster order,
+p(c) = prod_i p(c_i | c_<i), each factor a softmax over the K codes. Two stacks of masked convolutions
+keep that order without the original PixelCNN's blind spot: a vertical stack that sees every row above
+the current one, and a horizontal stack that sees the current row up to the current position and
+receives the vertical stack's features shifted down by one row. Each layer uses the gated activation
+tanh(W_f * x) . sigmoid(W_g * x); the horizontal stack has residual connections. The first layer
+excludes the current position (mask "A"); later ones include it (mask "B"), since their input already
+excludes the current code. Masks are implemented by padding and cropping, not by zeroed weights.
+
+Trained as a second stage on the codes of a frozen VQ-VAE (``aezoo train pixelcnn --prior-of RUN_DIR``).
+Defaults sized for 7x7 grids on a CPU: 64 channels, 8 gated layers, 5x5 receptive kernels (the paper:
+15 layers of 384 channels over 32x32 images); no class conditioning.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UserError
+from ..outputs import Batch, Encoded, LossOutput
+from ..registry import register
+from .base import Autoencoder, ModelConfig
+
+
+@dataclass
+class PixelCNNConfig(ModelConfig):
+    num_codes: int = 512  # K: set from the VQ-VAE
+    channels: int = 64
+    layers: int = 8  # gated layers, the first with mask A
+    kernel: int = 5  # odd; vertical kernels are (k//2 + 1) x k, horizontal 1 x (k//2 + 1)
+    prior_of: str = ""  # the VQ-VAE run this prior belongs to (set by 'aezoo train pixelcnn --prior-of')
+
+    def validate(self) -> None:
+        if len(self.input_shape) != 2 or min(self.input_shape) < 1:
+            raise UserError(f"pixelcnn models a grid of codes (H, W); got items of shape {tuple(self.input_shape)}")
+        if self.num_codes < 2 or self.channels < 1 or self.layers < 1 or self.kernel < 1 or self.kernel % 2 == 0:
+            raise UserError("pixelcnn needs num_codes >= 2, channels and layers >= 1, and an odd kernel")
+
+
+class GatedLayer(nn.Module):
+    def __init__(self, ch: int, k: int, first: bool):
+        super().__init__()
+        self.k, self.first = k, first
+        self.v_conv = nn.Conv2d(ch, 2 * ch, (k // 2 + 1, k))
+        self.v_to_h = nn.Conv2d(2 * ch, 2 * ch, 1)
+        self.h_conv = nn.Conv2d(ch, 2 * ch, (1, k // 2 + 1))
+        self.h_out = nn.Conv2d(ch, ch, 1)
+
+    @staticmethod
+    def gate(x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=1)
+        return torch.tanh(a) * torch.sigmoid(b)
+
+    def forward(self, v: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k = self.k
+        # vertical: output (i, j) sees rows i - k//2 .. i (all columns within k//2)
+        v_feat = self.v_conv(F.pad(v, (k // 2, k // 2, k // 2, 0)))
+        # ... and the horizontal stack gets it shifted down one row: rows strictly above i
+        v_down = F.pad(v_feat, (0, 0, 1, 0))[:, :, :-1]
+        # horizontal: (i, j) sees columns j - k//2 .. j of row i; the first layer shifts right by one so
+        # the current position is excluded (mask A)
+        h_in = F.pad(h, (1, 0))[:, :, :, :-1] if self.first else h
+        h_feat = self.h_conv(F.pad(h_in, (k // 2, 0, 0, 0)))
+        h_new = self.h_out(self.gate(h_feat + self.v_to_h(v_down)))
+        return self.gate(v_feat), (h_new if self.first else h + h_new)
+
+
+@register("pixelcnn")
+class PixelCNN(Autoencoder):
+    """A prior, not an autoencoder: ``encode``/``decode`` are not defined; ``log_prob`` and ``sample`` are."""
+
+    Config = PixelCNNConfig
+
+    def __init__(self, config: PixelCNNConfig):
+        super().__init__(config)
+        c = config
+        self.embed = nn.Embedding(c.num_codes, c.channels)
+        self.layers = nn.ModuleList(GatedLayer(c.channels, c.kernel, i == 0) for i in range(c.layers))
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(c.channels, c.channels, 1), nn.ReLU(),
+                                  nn.Conv2d(c.channels, c.num_codes, 1))
+
+    def logits(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, K, H, W): logits of p(c_ij | codes before (i, j) in raster order)."""
+        x = self.embed(codes.long()).permute(0, 3, 1, 2)
+        v, h = x, x  # v may see the current row: it reaches h only shifted down by one row
+        for layer in self.layers:
+            v, h = layer(v, h)
+        return self.head(h)
+
+    def log_prob(self, codes: torch.Tensor) -> torch.Tensor:
+        """log p(codes) per item, in nats: (B,)."""
+        lp = -F.cross_entropy(self.logits(codes).float(), codes.long(), reduction="none")
+        return lp.flatten(1).sum(1)
+
+    def encode(self, x: torch.Tensor) -> Encoded:
+        raise UserError("pixelcnn is a prior over codes; it has no encoder")
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.logits(codes)
+
+    @property
+    def can_sample(self) -> bool:
+        return False  # samples are codes; the VQ-VAE it belongs to turns them into images
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
+        """n grids of codes (n, H, W), drawn position by position; logits divided by ``temperature``."""
+        h, w = self.config.input_shape
+        codes = torch.zeros(n, h, w, dtype=torch.long, device=self.device)
+        for i in range(h):
+            for j in range(w):
+                logits = self.logits(codes)[:, :, i, j].float() / temperature
+                codes[:, i, j] = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(1)
+        return codes
+
+    def loss(self, batch: Batch, phase: str, step: int) -> LossOutput:
+        codes = batch.x.long()
+        nll = F.cross_entropy(self.logits(codes).float(), codes)  # nats per code
+        return LossOutput(nll, {"loss": nll.detach(), "bits_per_code": nll.detach() / math.log(2)})

@@ -1,0 +1,170 @@
+"""VQ-VAE: discrete codebook latents.
+
+van den Oord, Vinyals & Kavukcuoglu, "Neural discrete representation learning", NeurIPS 2017. The
+encoder maps an image to a grid of D-dimensional vectors; each is snapped to the nearest of K codebook
+vectors (:class:`~aezoo.nn.quantize.VectorQuantizer`), and the decoder reconstructs from the snapped
+grid. Loss: reconstruction error + codebook loss (or EMA updates) + beta * commitment loss, with the
+straight-through gradient. A VQ-VAE alone cannot generate: a prior over the grid of code indices, the
+gated PixelCNN (``pixelcnn``), is trained afterwards on the codes of the frozen model
+(``aezoo train pixelcnn --prior-of RUN_DIR --out PRIOR_DIR``); loading the run then attaches it, and
+``sample`` draws codes from it and decodes them.
+
+Architecture as in the paper: two stride-2 4x4 convolutions, a 3x3 convolution and two residual blocks
+(ReLU, 3x3 conv, ReLU, 1x1 conv), then a 1x1 convolution to D; the decoder mirrors it with transposed
+convolutions. A 28x28 image becomes a 7x7 grid of codes. Paper defaults: K = 512, beta = 0.25, EMA
+decay 0.99. Differences, for CPU budgets: ``hidden = 64`` channels (paper 256) and D = 16 (paper 64 in
+the published code); reconstruction error is the mean squared error (a Gaussian likelihood with fixed
+variance, as the paper) or, on request, Bernoulli cross-entropy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UserError
+from ..losses import bernoulli_nll
+from ..nn.quantize import VectorQuantizer
+from ..outputs import Batch, Encoded, LossOutput
+from ..registry import register
+from .base import Autoencoder, ModelConfig
+
+PRIOR_LINK = "prior.json"  # in a VQ-VAE run: where its PixelCNN prior lives
+
+
+@dataclass
+class VQVAEConfig(ModelConfig):
+    hidden: int = 64  # channels of the convolutions (paper: 256)
+    res_blocks: int = 2  # residual blocks in encoder and decoder (paper: 2)
+    num_codes: int = 512  # K (paper: 512)
+    code_dim: int = 16  # D
+    beta: float = 0.25  # commitment cost (paper: 0.25)
+    ema: bool = True  # learn the codebook by exponential moving averages (paper's appendix) or by the loss
+    decay: float = 0.99  # EMA decay (paper: 0.99)
+    dead_threshold: float = 1e-3  # restart codes whose decayed usage count falls below this
+    likelihood: Literal["gaussian", "bernoulli"] = "gaussian"  # gaussian: mean squared error
+
+    def validate(self) -> None:
+        super().validate()
+        if self.data_kind != "image" or len(self.input_shape) != 3:
+            raise UserError("vqvae needs image data (C, H, W)")
+        _, h, w = self.input_shape
+        if h % 4 or w % 4:
+            raise UserError(f"vqvae halves the image twice: height and width must be multiples of 4, got {h}x{w}")
+        if self.num_codes < 2 or self.code_dim < 1 or self.hidden < 2 or self.res_blocks < 0:
+            raise UserError("num_codes must be at least 2, code_dim and hidden positive")
+        if not 0 < self.decay < 1 or self.beta < 0:
+            raise UserError("decay must be in (0, 1) and beta not negative")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.input_shape[1] // 4, self.input_shape[2] // 4
+
+
+class ResBlock(nn.Module):
+    """x + conv1x1(relu(conv3x3(relu(x)))), the paper's residual block."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.ReLU(), nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(), nn.Conv2d(ch, ch, 1))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+@register("vqvae")
+class VQVAE(Autoencoder):
+    Config = VQVAEConfig
+    PRESETS = {"oord2017": {"hidden": 256, "num_codes": 512, "code_dim": 64, "beta": 0.25, "ema": True, "decay": 0.99}}
+
+    def __init__(self, config: VQVAEConfig):
+        super().__init__(config)
+        c = config
+        ch, hd = c.input_shape[0], c.hidden
+        self.encoder = nn.Sequential(
+            nn.Conv2d(ch, hd // 2, 4, 2, 1), nn.ReLU(), nn.Conv2d(hd // 2, hd, 4, 2, 1), nn.ReLU(),
+            nn.Conv2d(hd, hd, 3, padding=1), *[ResBlock(hd) for _ in range(c.res_blocks)], nn.ReLU(),
+            nn.Conv2d(hd, c.code_dim, 1))
+        self.quantizer = VectorQuantizer(c.num_codes, c.code_dim, c.beta, c.ema, c.decay,
+                                         dead_threshold=c.dead_threshold)
+        self.decoder = nn.Sequential(
+            nn.Conv2d(c.code_dim, hd, 3, padding=1), *[ResBlock(hd) for _ in range(c.res_blocks)], nn.ReLU(),
+            nn.ConvTranspose2d(hd, hd // 2, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(hd // 2, ch, 4, 2, 1))
+        self._prior = []  # [(pixelcnn, prior_dir)] once attached; a list keeps it out of the state dict
+
+    # --- codes ------------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> Encoded:
+        """z: the quantised grid (B, D, H/4, W/4)."""
+        return Encoded(z=self.quantizer(self.encoder(x)).z_q)
+
+    def code_indices(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H/4, W/4) indices of the nearest codes."""
+        z = self.encoder(x).float()
+        b, d, h, w = z.shape
+        return self.quantizer.nearest(z.permute(0, 2, 3, 1).reshape(-1, d)).view(b, h, w)
+
+    def decoder_output(self, z_q: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z_q)
+
+    def _mean(self, out: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(out) if self.config.likelihood == "bernoulli" else out.clamp(0, 1)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Snap z (B, D, h, w) to the codebook, then decode; codebook vectors decode as they are."""
+        q = self.quantizer.nearest(z.float().permute(0, 2, 3, 1).reshape(-1, z.shape[1]))
+        return self.decode_indices(q.view(z.shape[0], *z.shape[2:]))
+
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        return self._mean(self.decoder_output(self.quantizer.lookup(indices)))
+
+    # --- the prior --------------------------------------------------------------------------------
+    @property
+    def prior(self):
+        return self._prior[0][0] if self._prior else None
+
+    @property
+    def can_sample(self) -> bool:
+        return self.prior is not None
+
+    def set_prior(self, pixelcnn, prior_dir: str | None = None) -> None:
+        if tuple(pixelcnn.config.input_shape) != self.config.grid or pixelcnn.config.num_codes != self.config.num_codes:
+            raise UserError(f"the prior models {pixelcnn.config.num_codes} codes on a {tuple(pixelcnn.config.input_shape)} "
+                            f"grid; this VQ-VAE has {self.config.num_codes} codes on {self.config.grid}")
+        self._prior = [(pixelcnn.to(self.device).eval(), prior_dir)]
+
+    def attach(self, directory: Path) -> None:
+        from ..io import read_json
+        from .base import load_model
+
+        link = Path(directory) / PRIOR_LINK
+        if not link.is_file():
+            return
+        target = Path(read_json(link, "prior link (prior.json)").get("prior_dir", ""))
+        if not target.is_absolute():
+            target = Path(directory) / target
+        if not (target / "model.safetensors").is_file():
+            raise UserError(f"{link}: the prior it names ({target}) is missing; retrain it or delete {link}")
+        self.set_prior(load_model(target), str(target))
+
+    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
+        if self.prior is None:
+            raise UserError("this VQ-VAE has no prior yet; train one: aezoo train pixelcnn --prior-of RUN_DIR --out PRIOR_DIR")
+        return self.decode_indices(self.prior.sample(n, temperature=temperature))
+
+    # --- training ---------------------------------------------------------------------------------
+    def loss(self, batch: Batch, phase: str, step: int) -> LossOutput:
+        x = batch.x
+        q = self.quantizer(self.encoder(x))
+        out = self.decoder_output(q.z_q)
+        if self.config.likelihood == "bernoulli":
+            rec = bernoulli_nll(out, x).mean() / x[0].numel()
+        else:
+            rec = F.mse_loss(out.float(), x)
+        loss = rec + q.loss
+        return LossOutput(loss, {"loss": loss.detach(), "recon": rec.detach(), "vq_loss": q.loss.detach(),
+                                 "perplexity": q.perplexity, "code_usage": q.usage})

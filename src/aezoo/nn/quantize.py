@@ -1,0 +1,114 @@
+"""Vector quantisation with a learned codebook (van den Oord et al., "Neural discrete representation
+learning", NeurIPS 2017).
+
+Each D-dimensional encoder output z_e is replaced by its nearest codebook vector e_k (squared Euclidean
+distance). Gradients pass straight through: the forward value is e_k, the backward gradient is the one
+z_q received. The codebook is learned either by the loss ||sg[z_e] - e||^2 (``ema=False``) or by
+exponential moving averages of the assigned encoder outputs (``ema=True``, the paper's appendix;
+decay 0.99, Laplace smoothing of the counts). The commitment loss beta * ||z_e - sg[e]||^2 keeps the
+encoder close to its codes. The codebook starts as random encoder outputs of the first training batch.
+Codes unused for long (EMA count below ``dead_threshold``) are restarted on
+random encoder outputs of the current batch (a common remedy for codebook collapse, e.g. Dhariwal et al.
+2020, Jukebox). The quantiser always computes in fp32, also under autocast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class Quantized:
+    z_q: torch.Tensor  # (B, D, H, W) codebook vectors, straight-through gradient to z_e
+    indices: torch.Tensor  # (B, H, W) int64
+    loss: torch.Tensor  # codebook (unless EMA) + beta * commitment
+    perplexity: torch.Tensor  # exp(entropy of the batch's code usage)
+    usage: torch.Tensor  # fraction of the K codes used in the batch
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(self, num_codes: int = 512, dim: int = 64, beta: float = 0.25, ema: bool = True,
+                 decay: float = 0.99, eps: float = 1e-5, dead_threshold: float = 1e-3):
+        super().__init__()
+        self.num_codes, self.dim, self.beta = num_codes, dim, beta
+        self.ema, self.decay, self.eps, self.dead_threshold = ema, decay, eps, dead_threshold
+        init = torch.empty(num_codes, dim).uniform_(-1 / num_codes, 1 / num_codes)
+        # decayed assignment counts: the EMA codebook's denominators, and how dead codes are found
+        self.register_buffer("ema_count", torch.ones(num_codes))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        if ema:
+            self.register_buffer("codebook", init)
+            self.register_buffer("ema_sum", init.clone())
+        else:
+            self.codebook = nn.Parameter(init)
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.codebook.uniform_(-1 / self.num_codes, 1 / self.num_codes)
+            self.ema_count.fill_(1.0)
+            self.initialized.fill_(False)
+            if self.ema:
+                self.ema_sum.copy_(self.codebook)
+
+    def nearest(self, flat: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest code of each row of ``flat`` (N, D)."""
+        e = self.codebook.float()
+        d = (flat * flat).sum(1, keepdim=True) - 2 * flat @ e.t() + (e * e).sum(1)[None]
+        return d.argmin(1)
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """Codebook vectors of ``indices`` (B, H, W) as (B, D, H, W)."""
+        return self.codebook[indices].permute(0, 3, 1, 2).contiguous()
+
+    def forward(self, z_e: torch.Tensor) -> Quantized:
+        dev = z_e.device.type
+        with torch.autocast(device_type=dev, enabled=False):
+            z = z_e.float()
+            b, d, h, w = z.shape
+            flat = z.permute(0, 2, 3, 1).reshape(-1, d)
+            if self.training and not self.initialized:
+                # data-dependent start: the codes are random encoder outputs of the first batch, so every
+                # code begins where the data is (a codebook far from the outputs collapses onto one code)
+                self.restart(torch.ones(self.num_codes, dtype=torch.bool, device=flat.device), flat.detach())
+                self.initialized.fill_(True)
+            idx = self.nearest(flat.detach())
+            onehot = F.one_hot(idx, self.num_codes).type(flat.dtype)
+            if self.training:
+                self._update(flat.detach(), onehot)
+            q = self.codebook[idx].float()
+            commit = F.mse_loss(flat, q.detach())
+            loss = self.beta * commit if self.ema else self.beta * commit + F.mse_loss(q, flat.detach())
+            z_q_flat = flat + (q - flat).detach()  # straight-through
+            z_q = z_q_flat.view(b, h, w, d).permute(0, 3, 1, 2)
+            p = onehot.mean(0)
+            perplexity = torch.exp(-(p * torch.log(p + 1e-10)).sum())
+            usage = (p > 0).float().mean()
+        return Quantized(z_q, idx.view(b, h, w), loss, perplexity.detach(), usage.detach())
+
+    @torch.no_grad()
+    def _update(self, flat: torch.Tensor, onehot: torch.Tensor) -> None:
+        """Training only: decay the counts; with EMA, move each code to its assigned outputs' running mean."""
+        decay = self.decay
+        self.ema_count.mul_(decay).add_(onehot.sum(0), alpha=1 - decay)
+        if self.ema:
+            self.ema_sum.mul_(decay).add_(onehot.t() @ flat, alpha=1 - decay)
+            n = self.ema_count.sum()
+            count = (self.ema_count + self.eps) / (n + self.num_codes * self.eps) * n  # Laplace smoothing
+            self.codebook.copy_(self.ema_sum / count[:, None])
+        dead = self.ema_count < self.dead_threshold
+        if dead.any():
+            self.restart(dead, flat)
+
+    @torch.no_grad()
+    def restart(self, dead: torch.Tensor, flat: torch.Tensor) -> None:
+        """Move the ``dead`` codes onto random rows of ``flat`` (this batch's encoder outputs)."""
+        k = int(dead.sum())
+        pick = torch.randint(0, flat.shape[0], (k,), device=flat.device)
+        self.codebook.data[dead] = flat[pick].to(self.codebook.dtype)
+        self.ema_count[dead] = 1.0
+        if self.ema:
+            self.ema_sum[dead] = flat[pick]
