@@ -13,6 +13,8 @@ TINY = {
            dict(widths=[16], latent_dim=3, input_dropout=0.2)],
     "dae": [dict(channels=[4, 8], latent_dim=3), dict(arch="fullconv", channels=[4, 8], latent_dim=3), dict(arch="mlp", widths=[16], latent_dim=3, corruption="masking:0.3"),
             dict(channels=[4, 8], latent_dim=3, corruption="boxes:0.3")],
+    "vqvae": [dict(hidden=8, num_codes=16, code_dim=4), dict(hidden=8, num_codes=16, code_dim=4, ema=False,
+                                                             likelihood="bernoulli")],
     "hash": [dict(widths=[16], bits=8), dict(arch="conv", channels=[4, 8], bits=16, binarize="straight_through")],
     "vae": [dict(widths=[16], latent_dim=3), dict(arch="conv", channels=[4, 8], latent_dim=3, likelihood="logistic"),
             dict(widths=[16], latent_dim=3, likelihood="gaussian", learned_variance=True),
@@ -27,8 +29,11 @@ def make(name, i, seed=0):
     return aezoo.create(name, input_shape=SHAPE, **TINY[name][i])
 
 
+PRIORS = ["pixelcnn"]  # models of code grids, not autoencoders of items: tests/test_vqvae.py
+
+
 def test_every_model_has_a_tiny_config():
-    assert sorted(TINY) == aezoo.list_models()
+    assert sorted([*TINY, *PRIORS]) == aezoo.list_models()
 
 
 @pytest.mark.parametrize("name,i", CASES)
@@ -69,7 +74,7 @@ def test_save_load_round_trip(name, i, tmp_path):
 @pytest.mark.parametrize("name,i", CASES)
 def test_load_rejects_weights_of_another_config(name, i, tmp_path):
     aezoo.save(make(name, i), tmp_path / "a")
-    key = "latent_dim" if "latent_dim" in TINY[name][i] else "bits"
+    key = next(k for k in ("latent_dim", "bits", "num_codes") if k in TINY[name][i])
     other = dict(TINY[name][i], **{key: TINY[name][i][key] + 8})
     aezoo.save(aezoo.create(name, input_shape=SHAPE, **other), tmp_path / "b")
     (tmp_path / "b" / "model.safetensors").replace(tmp_path / "a" / "model.safetensors")

@@ -46,7 +46,7 @@ class VQVAEConfig(ModelConfig):
     beta: float = 0.25  # commitment cost (paper: 0.25)
     ema: bool = True  # learn the codebook by exponential moving averages (paper's appendix) or by the loss
     decay: float = 0.99  # EMA decay (paper: 0.99)
-    dead_threshold: float = 1e-3  # restart codes whose decayed usage count falls below this
+    dead_threshold: float = 1.0  # restart codes assigned fewer vectors per batch than this (decayed count)
     likelihood: Literal["gaussian", "bernoulli"] = "gaussian"  # gaussian: mean squared error
 
     def validate(self) -> None:

@@ -7,9 +7,9 @@ z_q received. The codebook is learned either by the loss ||sg[z_e] - e||^2 (``em
 exponential moving averages of the assigned encoder outputs (``ema=True``, the paper's appendix;
 decay 0.99, Laplace smoothing of the counts). The commitment loss beta * ||z_e - sg[e]||^2 keeps the
 encoder close to its codes. The codebook starts as random encoder outputs of the first training batch.
-Codes unused for long (EMA count below ``dead_threshold``) are restarted on
-random encoder outputs of the current batch (a common remedy for codebook collapse, e.g. Dhariwal et al.
-2020, Jukebox). The quantiser always computes in fp32, also under autocast.
+Codes whose decayed assignment count (vectors per batch) falls below ``dead_threshold`` (default 1)
+are restarted on random encoder outputs of the current batch, a remedy for codebook collapse (Dhariwal
+et al. 2020, Jukebox). The quantiser always computes in fp32, also under autocast.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Quantized:
 
 class VectorQuantizer(nn.Module):
     def __init__(self, num_codes: int = 512, dim: int = 64, beta: float = 0.25, ema: bool = True,
-                 decay: float = 0.99, eps: float = 1e-5, dead_threshold: float = 1e-3):
+                 decay: float = 0.99, eps: float = 1e-5, dead_threshold: float = 1.0):
         super().__init__()
         self.num_codes, self.dim, self.beta = num_codes, dim, beta
         self.ema, self.decay, self.eps, self.dead_threshold = ema, decay, eps, dead_threshold
@@ -109,6 +109,8 @@ class VectorQuantizer(nn.Module):
         k = int(dead.sum())
         pick = torch.randint(0, flat.shape[0], (k,), device=flat.device)
         self.codebook.data[dead] = flat[pick].to(self.codebook.dtype)
-        self.ema_count[dead] = 1.0
+        # a restarted code must be assigned at least one vector in the next batch, or it moves again
+        fresh = self.dead_threshold if self.dead_threshold > 0 else 1.0
+        self.ema_count[dead] = fresh
         if self.ema:
-            self.ema_sum[dead] = flat[pick]
+            self.ema_sum[dead] = flat[pick] * fresh
