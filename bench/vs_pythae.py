@@ -16,7 +16,13 @@ Rows:
 3. The IWAE paper's ordering on binarised Fashion-MNIST (pixels > 0.5): aezoo ``vae`` preset ``iwae``
    (784-200-200-50, tanh) trained with k = 1 and with k = 50 for the same number of epochs; test NLL
    (k = 1000) of the k = 50 model should be the lower.
-Prints tables and writes JSON.
+4. VQ-VAE (``--vqvae``): pythae's ``VQVAE`` with its MNIST ResNet benchmark networks (ours: the same
+   layers inside aezoo's ``vqvae``; K = 128 codes of dimension 16 on a 4x4 grid, EMA codebook), then a
+   prior: pythae's ``PixelCNNSampler`` (its masked PixelCNN, 10 layers, kernel 5) and aezoo's gated
+   ``pixelcnn``. Throughput of the VQ-VAE stage at equal epochs on the first ``--vq-items`` images;
+   sample quality (Frechet distance, precision/recall of 5,000 samples) after both stages with aezoo
+   given pythae's wall-clock time per stage.
+Prints tables and writes JSON (``--only-vqvae`` runs row 4 alone, into ``vs_pythae_vqvae.json``).
 """
 
 from __future__ import annotations
@@ -139,6 +145,124 @@ def train_aezoo(ds, overrides: dict, epochs, minutes, batch: int, lr: float, see
     return model.eval(), time.perf_counter() - t, res
 
 
+def vq_encoder(latent: int) -> torch.nn.Module:
+    """The layers of pythae's Encoder_ResNet_VQVAE_MNIST (28x28 -> a 4x4 grid of ``latent`` channels)."""
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(1, 64, 4, 2, padding=1), nn.Conv2d(64, 128, 4, 2, padding=1),
+                         nn.Conv2d(128, 128, 3, 2, padding=1), ResBlock(128, 32), ResBlock(128, 32),
+                         nn.Conv2d(128, latent, 1, 1))
+
+
+def vq_decoder(latent: int) -> torch.nn.Module:
+    """The layers of pythae's Decoder_ResNet_VQVAE_MNIST (sigmoid output: both train on squared error)."""
+    nn = torch.nn
+    return nn.Sequential(nn.ConvTranspose2d(latent, 128, 1, 1), nn.ConvTranspose2d(128, 128, 3, 2, padding=1),
+                         ResBlock(128, 32), ResBlock(128, 32), nn.ReLU(),
+                         nn.ConvTranspose2d(128, 64, 3, 2, padding=1, output_padding=1), nn.ReLU(),
+                         nn.ConvTranspose2d(64, 1, 3, 2, padding=1, output_padding=1), nn.Sigmoid())
+
+
+class ResBlock(torch.nn.Module):
+    def __init__(self, ch: int, inner: int):
+        super().__init__()
+        nn = torch.nn
+        self.body = nn.Sequential(nn.ReLU(), nn.Conv2d(ch, inner, 3, padding=1), nn.ReLU(), nn.Conv2d(inner, ch, 1))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class PythaeVQSampler(torch.nn.Module):
+    """pythae's fitted PixelCNNSampler seen through aezoo's ``sample`` (for sample_quality)."""
+
+    def __init__(self, sampler):
+        super().__init__()
+        self.sampler = sampler
+        self.config = type("C", (), {"input_shape": (1, 28, 28)})()
+        self.device = torch.device("cpu")
+
+    def eval(self):
+        return self
+
+    def sample(self, n, temperature=1.0):
+        return self.sampler.sample(num_samples=n, batch_size=min(n, 500)).view(-1, 1, 28, 28)
+
+
+def vqvae_rows(a) -> dict:
+    """Row 4: pythae VQVAE + PixelCNNSampler against aezoo vqvae + pixelcnn."""
+    from pythae.models import VQVAE, VQVAEConfig
+    from pythae.models.nn.benchmarks.mnist import Decoder_ResNet_VQVAE_MNIST, Encoder_ResNet_VQVAE_MNIST
+    from pythae.pipelines import TrainingPipeline
+    from pythae.samplers import PixelCNNSampler, PixelCNNSamplerConfig
+    from pythae.trainers import BaseTrainerConfig
+
+    ds = aezoo.data.load(f"fashion-mnist?limit={a.vq_items}")
+    ds = dataclasses.replace(ds, val=ds.val.head(500))
+    full = aezoo.data.load("fashion-mnist")
+    latent, k, batch = 16, 128, a.batch_size
+    torch.manual_seed(a.seed)
+    cfg = VQVAEConfig(input_dim=(1, 28, 28), latent_dim=latent, num_embeddings=k, use_ema=True, decay=0.99)
+    pv = VQVAE(cfg, encoder=Encoder_ResNet_VQVAE_MNIST(cfg), decoder=Decoder_ResNet_VQVAE_MNIST(cfg))
+    with tempfile.TemporaryDirectory() as out:
+        t = time.perf_counter()
+        TrainingPipeline(training_config=BaseTrainerConfig(output_dir=out, num_epochs=a.vq_epochs,
+                                                           per_device_train_batch_size=batch, no_cuda=True,
+                                                           seed=a.seed), model=pv)(train_data=ds.train.x)
+        p_vq_s = time.perf_counter() - t
+        sampler = PixelCNNSampler(pv.eval(), PixelCNNSamplerConfig())
+        t = time.perf_counter()
+        sampler.fit(ds.train.x, training_config=BaseTrainerConfig(output_dir=out, num_epochs=a.vq_epochs,
+                                                                   per_device_train_batch_size=batch,
+                                                                   no_cuda=True, seed=a.seed))
+        p_prior_s = time.perf_counter() - t
+
+    def ours(minutes_vq, epochs_vq, minutes_prior):
+        from aezoo.apps.prior import code_grids
+
+        m = aezoo.create("vqvae", input_shape=ds.shape, num_codes=k, code_dim=latent, hidden=128)
+        m.encoder, m.decoder = vq_encoder(latent), vq_decoder(latent)
+        tc = aezoo.TrainConfig(epochs=epochs_vq, max_minutes=minutes_vq, batch_size=batch, seed=a.seed,
+                               checkpoint_every=0, progress=sys.stderr.isatty())
+        t = time.perf_counter()
+        aezoo.Trainer(m, ds, tc, run_dir=None).fit()
+        vq_s = time.perf_counter() - t
+        if minutes_prior is None:
+            return m, vq_s, None
+        m.eval()
+        grids = {n: aezoo.data.Split(code_grids(m, getattr(ds, n).x)) for n in ("train", "val", "test")}
+        codes = aezoo.data.Dataset("codes", "codes", **grids)
+        prior = aezoo.create("pixelcnn", input_shape=codes.shape, data_kind="codes", num_codes=k)
+        tc = aezoo.TrainConfig(epochs=None, max_minutes=minutes_prior, batch_size=batch, seed=a.seed,
+                               checkpoint_every=0, progress=sys.stderr.isatty())
+        aezoo.Trainer(prior, codes, tc, run_dir=None).fit()
+        m._prior = [(prior.eval(), None)]  # pythae's grid (4x4) is not the default 7x7: attach directly
+        return m, vq_s, prior
+
+    _, a_vq_s, _ = ours(None, a.vq_epochs, None)
+    n = len(ds.train)
+    speed = {"pythae": a.vq_epochs * n / p_vq_s, "aezoo": a.vq_epochs * (n // batch * batch) / a_vq_s}
+    print(f"vqvae throughput: pythae {speed['pythae']:,.0f}/s, aezoo {speed['aezoo']:,.0f}/s", file=sys.stderr, flush=True)
+    model, _, _ = ours(p_vq_s / 60, None, p_prior_s / 60)
+    q = {"pythae": sample_quality(PythaeVQSampler(sampler), full, full.test),
+         "aezoo": sample_quality(model.eval(), full, full.test)}
+    return {"throughput": speed, "pythae_vq_s": p_vq_s, "pythae_prior_s": p_prior_s, "quality": q}
+
+
+def print_vqvae(r: dict, a) -> None:
+    s, q = r["throughput"], r["quality"]
+    print(f"\nVQ-VAE (pythae MNIST ResNet networks, K=128, D=16, EMA), batch {a.batch_size}, {a.threads} threads, "
+          f"{a.vq_items} training images\n")
+    print("| | pythae | aezoo | |")
+    print("|---|---|---|---|")
+    print(f"| VQ-VAE training throughput, samples/s ({a.vq_epochs} epochs) | {s['pythae']:,.0f} | {s['aezoo']:,.0f} | "
+          f"{s['aezoo'] / s['pythae']:.2f}x |")
+    for key, label, better in (("fd_fmnist", "Frechet distance of samples, FMNIST-classifier features", "lower"),
+                               ("sample_precision", "sample precision", "higher"),
+                               ("sample_recall", "sample recall", "higher")):
+        print(f"| {label} (equal time: {r['pythae_vq_s']:.0f} s + {r['pythae_prior_s']:.0f} s prior) | "
+              f"{q['pythae'][key]:.3f} | {q['aezoo'][key]:.3f} | {better} is better |")
+
+
 def quality(model, ds) -> dict:
     with torch.no_grad():
         out = importance_nll(model, ds.test.x[:1000], k=500)
@@ -155,11 +279,20 @@ def main(argv=None) -> int:
     ap.add_argument("--latent", type=int, default=10)
     ap.add_argument("--iwae-epochs", type=int, default=5)
     ap.add_argument("--conv-items", type=int, default=3200)
+    ap.add_argument("--vq-items", type=int, default=10000)
+    ap.add_argument("--vq-epochs", type=int, default=2)
+    ap.add_argument("--only-vqvae", action="store_true", help="run row 4 alone")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/results/vs_pythae.json")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    if a.only_vqvae:
+        r = vqvae_rows(a)
+        print_vqvae(r, a)
+        write_json(a.out.replace(".json", "_vqvae.json"), {"benchmark": "vs_pythae_vqvae", "settings": vars(a), **r,
+                                                             "machine": machine_info(), "date": time.strftime("%Y-%m-%d")})
+        return 0
     ds = aezoo.data.load("fashion-mnist")
     same = dict(widths=[512], latent_dim=a.latent, activation="relu", likelihood="bernoulli")
     n = len(ds.train)
@@ -211,7 +344,9 @@ def main(argv=None) -> int:
     print("|---|---|---|")
     for k, r in iwae.items():
         print(f"| {'ELBO (k=1)' if k == 1 else f'IWAE bound, k={k}'} | {r['nll_nats']:.2f} | {r['train_s']:.0f} s |")
-    write_json(a.out, {"benchmark": "vs_pythae", "settings": vars(a), "throughput": speed, "throughput_rows": rows,
+    vq = vqvae_rows(a)
+    print_vqvae(vq, a)
+    write_json(a.out, {"benchmark": "vs_pythae", "settings": vars(a), "vqvae": vq, "throughput": speed, "throughput_rows": rows,
                        "pythae_train_s": p_secs, "aezoo_train_s": a_secs, "equal_time_steps": eq_res.step,
                        "quality": q, "iwae": {str(k): v for k, v in iwae.items()}, "machine": machine_info(),
                        "date": time.strftime("%Y-%m-%d")})

@@ -137,7 +137,9 @@ def test_demo_writes_the_combined_report(tmp_path):
     assert r.returncode == 0, r.stderr
     html = (tmp_path / "demo" / "report.html").read_text()
     assert "against PCA" in html and "Denoising" in html and "Inpainting" in html
-    for run in ("ae", "denoise", "inpaint"):
+    assert "Variational autoencoder" in html and "VQ-VAE" in html and html.count("<h2>Samples</h2>") == 2
+    assert "--prior-of" in html and "prior_bits_per_code" in html
+    for run in ("ae", "denoise", "inpaint", "vae", "vqvae"):
         assert (tmp_path / "demo" / run / "report.html").is_file()
     # running it again replaces the demo; a folder that is not a demo is refused
     (tmp_path / "mine").mkdir()

@@ -116,11 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("demo", help="the showcase: AE vs PCA, denoising, inpainting, in one report",
-                       description="Train an AE, a denoiser and an inpainter on --data within --minutes and write "
+    p = sub.add_parser("demo", help="the showcase: AE vs PCA, denoising, inpainting, VAE, VQ-VAE, in one report",
+                       description="Train an AE, a denoiser, an inpainter, a VAE and a VQ-VAE with its prior on --data within "
+                                   "--minutes and write "
                                    "OUT/report.html (and each run's own report).")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo; replaced if it is a demo)")
-    p.add_argument("--minutes", type=float, default=4.0, help="total training budget (default 4)")
+    p.add_argument("--minutes", type=float, default=5.0, help="total training budget (default 5)")
     p.add_argument("--data", default="fashion-mnist", help="image dataset spec (default fashion-mnist)")
     _common(p)
     p.set_defaults(func=cmd_demo)

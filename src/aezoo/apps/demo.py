@@ -4,7 +4,9 @@ combined report (``OUT/report.html``) beside each run's own report:
 1. ``ae``: the deep autoencoder, and PCA with as many components, side by side;
 2. ``dae`` with Gaussian noise: denoising;
 3. ``dae`` with random boxes: inpainting;
-4. ``vae``: samples, interpolations and the test NLL.
+4. ``vae``: samples, interpolations and the test NLL;
+5. ``vqvae``, then its ``pixelcnn`` prior: samples, interpolations (which VQ-VAE does poorly: compare
+   with the VAE's), codebook perplexity and the prior's bits per code.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ STEPS = [  # (folder, model, preset, --set overrides, title)
     ("denoise", "dae", None, ["corruption=gaussian:0.2"], "Denoising (Vincent et al. 2008), Gaussian noise sigma 0.2"),
     ("inpaint", "dae", "inpaint", [], "Inpainting of random boxes (the mask is an input channel)"),
     ("vae", "vae", None, [], "Variational autoencoder (Kingma & Welling 2014): samples and interpolations"),
+    ("vqvae", "vqvae", None, [], "VQ-VAE (van den Oord et al. 2017) with a gated PixelCNN prior"),
 ]
+RUNS = len(STEPS) + 1  # the VQ-VAE's prior is a second training run
 
 
-def run_demo(out: str = "runs/demo", minutes: float = 4.0, data_spec: str = "fashion-mnist",
+def run_demo(out: str = "runs/demo", minutes: float = 5.0, data_spec: str = "fashion-mnist",
              data_dir: str | None = None, progress: bool = True) -> Path:
     out_dir = Path(out)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "demo.json").is_file():
@@ -48,7 +52,7 @@ def run_demo(out: str = "runs/demo", minutes: float = 4.0, data_spec: str = "fas
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     write_bytes(out_dir / "demo.json", b'{"demo": true}\n')
-    budget = max(0.2, (minutes - 0.6) / len(STEPS))  # leave time for evaluation and reports
+    budget = max(0.2, (minutes - 0.6) / RUNS)  # leave time for evaluation and reports
     sections, commands = [], []
     for folder, model_name, preset, sets, title in STEPS:
         run_dir = out_dir / folder
@@ -61,13 +65,29 @@ def run_demo(out: str = "runs/demo", minutes: float = 4.0, data_spec: str = "fas
                             progress=progress, dataset=dataset)
         from ..models.base import load_model
 
+        if model_name == "vqvae":  # second stage: the prior, trained on the frozen model's codes
+            from .prior import train_prior
+
+            prior_dir = out_dir / "vqvae-prior"
+            cmd2 = f"aezoo train pixelcnn --prior-of {run_dir} --out {prior_dir} --max-minutes {budget:.2f}"
+            commands.append(cmd2)
+            print(f"aezoo demo: {cmd2}", file=sys.stderr)
+            train_prior(str(run_dir), str(prior_dir), train_overrides={"epochs": None, "max_minutes": budget},
+                        train_sets=["epochs=null"], progress=progress)
+            from ..io import read_json
+
+            metrics = read_json(run_dir / "eval.json")  # refreshed with the prior's metrics
+            shown = f"{html.escape(cmd)}</code> then <code>{html.escape(cmd2)}"
+        else:
+            shown = html.escape(cmd)
         model = load_model(run_dir)
-        body = f"<h2>{html.escape(title)}</h2><p><code>{html.escape(cmd)}</code> &middot; " \
+        body = f"<h2>{html.escape(title)}</h2><p><code>{shown}</code> &middot; " \
                f"<a href='{folder}/report.html'>full run report</a></p>"
         if model_name == "ae":
             body += ae_vs_pca(model, dataset, metrics)
-        elif model_name == "vae":
-            keys = ("nll_nats", "nll_bits_per_dim", "elbo", "fd_fmnist", "sample_precision", "sample_recall")
+        elif model_name in ("vae", "vqvae"):
+            keys = ("nll_nats", "nll_bits_per_dim", "elbo", "psnr", "codebook_perplexity", "prior_bits_per_code",
+                    "fd_fmnist", "sample_precision", "sample_recall")
             body += table([(k, metrics[k]) for k in keys if k in metrics], ("test metric", "value"))
             body += "".join(generative_sections(model, dataset))
         else:
