@@ -116,6 +116,15 @@ def test_pixelcnn_output_never_depends_on_later_positions_and_has_no_blind_spot(
         assert j == 0 or seen[i, max(0, j - 2) : j].all()
 
 
+def test_pixelcnn_rows_depend_only_on_rows_above():
+    """What sampling relies on: the logits of the first r rows are the same whether later rows exist."""
+    torch.manual_seed(0)
+    m = aezoo.create("pixelcnn", input_shape=(5, 5), data_kind="codes", num_codes=7, channels=8, layers=3)
+    x = torch.randint(0, 7, (2, 5, 5))
+    with torch.no_grad():
+        assert torch.allclose(m.logits(x)[:, :, :3], m.logits(x[:, :3]), atol=1e-6)
+
+
 def test_pixelcnn_log_prob_is_a_normalised_distribution():
     torch.manual_seed(0)
     m = aezoo.create("pixelcnn", input_shape=(1, 3), data_kind="codes", num_codes=3, channels=4, layers=2, kernel=3)
