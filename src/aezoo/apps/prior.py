@@ -43,7 +43,7 @@ def codes_dataset(run_dir: str, data_spec: str | None, data_dir: str | None, pro
 
 def train_prior(run_dir: str, out: str, *, data_spec: str | None = None, preset=None, model_overrides=(),
                 train_overrides=None, train_sets=(), resume=False, overwrite=False, data_dir=None,
-                progress=True) -> dict:
+                progress=True, eval_options: dict | None = None) -> dict:
     if Path(out).resolve() == Path(run_dir).resolve():
         raise UserError("--out must be a new directory, not the VQ-VAE run itself")
     if data_spec is not None:
@@ -53,11 +53,11 @@ def train_prior(run_dir: str, out: str, *, data_spec: str | None = None, preset=
             *model_overrides]
     metrics = train_run("pixelcnn", codes.spec, out, preset=preset, model_overrides=[] if resume else sets,
                         train_overrides=train_overrides, train_sets=train_sets, resume=resume, overwrite=overwrite,
-                        progress=progress, dataset=codes)
+                        progress=progress, dataset=codes, eval_options=eval_options)
     # link the pair (atomically), then refresh the VQ-VAE run's evaluation and report with the prior
     write_json(Path(run_dir) / PRIOR_LINK, {"prior_dir": str(Path(out).resolve())})
     vq = load_model(run_dir)
-    finish_run(vq, images, Path(run_dir))
+    finish_run(vq, images, Path(run_dir), eval_options)
     return metrics
 
 

@@ -35,8 +35,9 @@ def build(model_name: str, dataset: data_mod.Dataset, preset: str | None, model_
 def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset: str | None = None,
               model_overrides: list[str] = (), train_overrides: dict | None = None, train_sets: list[str] = (),
               resume: bool = False, overwrite: bool = False, data_dir: str | None = None,
-              progress: bool = True, dataset: data_mod.Dataset | None = None) -> dict:
-    """Validate everything, then train and finish the run. Returns the test metrics."""
+              progress: bool = True, dataset: data_mod.Dataset | None = None, eval_options: dict | None = None) -> dict:
+    """Validate everything, then train and finish the run. Returns the test metrics (``eval_options``:
+    keyword arguments of :func:`evaluate`, e.g. smaller samples for a quick showcase)."""
     out_dir = Path(out)
     if resume:
         meta = read_json(out_dir / "run.json", "run (run.json); nothing to resume")
@@ -72,7 +73,7 @@ def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset
     trainer = Trainer(model, dataset, cfg, out_dir,
                       extra_meta={"model_config": to_dict(model.config), "preset": preset})
     trainer.fit(resume=resume)
-    return finish_run(model, dataset, out_dir)
+    return finish_run(model, dataset, out_dir, eval_options)
 
 
 def _apply_train(cfg: TrainConfig, values: dict, sets: list[str]) -> TrainConfig:
@@ -82,10 +83,10 @@ def _apply_train(cfg: TrainConfig, values: dict, sets: list[str]) -> TrainConfig
     return cfg
 
 
-def finish_run(model: Autoencoder, dataset: data_mod.Dataset, out_dir: Path) -> dict:
+def finish_run(model: Autoencoder, dataset: data_mod.Dataset, out_dir: Path, eval_options: dict | None = None) -> dict:
     """Test metrics into ``eval.json`` and a reconstruction grid into ``reconstructions.png``."""
     model.to("cpu")
-    metrics = evaluate(model, dataset, "test")
+    metrics = evaluate(model, dataset, "test", **(eval_options or {}))
     write_json(out_dir / "eval.json", metrics)
     if dataset.kind == "codes":  # a prior: its samples are shown in the report of the VQ-VAE it belongs to
         return metrics
@@ -97,11 +98,14 @@ def finish_run(model: Autoencoder, dataset: data_mod.Dataset, out_dir: Path) -> 
 
 
 def evaluate(model: Autoencoder, dataset: data_mod.Dataset, split: str = "test", nll_k: int = 500,
-             nll_items: int = 1000) -> dict:
+             nll_items: int = 1000, items: int | None = None, samples: int = 5000, probe_train: int = 10000) -> dict:
     """Every metric that applies to the model on one split. The importance-sampled NLL uses ``nll_k``
-    samples on the first ``nll_items`` items (the ELBO uses the whole split)."""
+    samples on the first ``nll_items`` items; ``items`` limits every other metric to the split's first
+    items (default: all); sample metrics use ``samples`` draws; probes train on ``probe_train`` items."""
     check_compatible(model, dataset)
     part = dataset.split(split)
+    if items is not None:
+        part = part.head(items)
     metrics = {"model": model.name, "data": dataset.spec, "split": split}
     if dataset.kind == "codes":  # a prior over VQ-VAE codes
         from .prior import prior_metrics
@@ -129,12 +133,12 @@ def evaluate(model: Autoencoder, dataset: data_mod.Dataset, split: str = "test",
         from ..eval import embed
         from ..eval.probes import probe_accuracies
 
-        n_train = min(len(dataset.train), 10000)
+        n_train = min(len(dataset.train), probe_train)
         metrics.update(probe_accuracies(embed(model, dataset.train.x[:n_train]).numpy(),
                                         dataset.train.y[:n_train].numpy(), embed(model, part.x).numpy(),
                                         part.y.numpy()))
     if model.can_sample:
-        metrics.update(sample_quality(model, dataset, part))
+        metrics.update(sample_quality(model, dataset, part, samples))
     return metrics
 
 
