@@ -83,6 +83,16 @@ def test_knn_search_is_exact_with_the_flat_index_and_ordered():
         assert r.hamming == d.tolist() and r.ids[0] == str(q)
 
 
+@pytest.mark.parametrize("kind", ["hash", "multihash"])
+def test_knn_on_hash_tables_is_exact_beyond_the_lookup_radius(kind):
+    codes = planted_codes(300, bits=32)
+    idx = HashIndex(32, kind)
+    idx.add(codes, list(range(len(codes))))
+    far = ~codes[:1]  # the complement: every item is far beyond radius 2
+    r = idx.search(far, k=7)[0]
+    assert len(r.ids) == 7 and r.hamming == np.sort((codes != far[0]).sum(1))[:7].tolist()
+
+
 def test_ivf_index_finds_planted_neighbours():
     codes = planted_codes(bits=32)
     idx = HashIndex(32, "ivf", nlist=16, nprobe=16)  # probing every list: exact
@@ -250,6 +260,14 @@ def test_text_folder_and_lines(tmp_path):
     (tmp_path / "docs.txt").write_text("alpha beta gamma\n\n" + "beta gamma delta\n" * 11)
     ds = data.load(f"text:{tmp_path / 'docs.txt'}")
     assert ds.train.y is None and len(ds.train) + len(ds.val) + len(ds.test) == 12
+
+
+def test_repeated_ids_are_made_unique(tmp_path):
+    p = tmp_path / "docs.jsonl"
+    p.write_text("".join(f'{{"id": "pkg", "text": "word{i} common text"}}\n' for i in range(12)))
+    ds = data.load(f"text:{p}")
+    ids = ds.train.ids + ds.val.ids + ds.test.ids
+    assert len(set(ids)) == 12 and "pkg" in ids and "pkg#12" in ids
 
 
 @pytest.mark.parametrize("content,message", [

@@ -16,7 +16,8 @@ alternatives, all on the same packed codes:
                 large collections; approximate)
 =============  ===============================================================================
 
-k-NN search (``search``) and radius search (``radius_search``) work on every kind; re-ranking orders
+k-NN search (``search``, exact by a popcount scan except for ``ivf``) and radius search
+(``radius_search``, the hash-table lookup) work on every kind; re-ranking orders
 the candidates by the Euclidean distance between the model's continuous codes when the index keeps them
 (``keep_continuous=True``). An index directory holds ``index.faiss`` (FAISS's own format), ``codes.npy``
 (the packed codes, for look-ups by id and rebuilding), optionally ``continuous.npy``, and
@@ -105,6 +106,7 @@ class HashIndex:
         self.labels: list[str | None] = []
         self._pos: dict[str, int] = {}
         self._index = None
+        self._flat = None  # exact k-NN for the hash kinds, built on first use
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -150,6 +152,7 @@ class HashIndex:
         self.ids += ids
         self.labels += labels
         self._pos.update((k, start + n) for n, k in enumerate(ids))
+        self._flat = None
         if self._index is None:
             self._index = self._new_faiss(self.codes)
             self._index.add(self.codes)
@@ -170,6 +173,7 @@ class HashIndex:
         self.ids = [i for i, k in zip(self.ids, keep) if k]
         self.labels = [lab for lab, k in zip(self.labels, keep) if k]
         self._pos = {k: n for n, k in enumerate(self.ids)}
+        self._flat = None
         if self.kind == "ivf" and self._index is not None:
             self._index.reset()  # keep the trained quantiser
         else:
@@ -197,11 +201,15 @@ class HashIndex:
         return np.ascontiguousarray(q)
 
     def search_raw(self, query, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(distances (Q, k), positions (Q, k)); position -1 where fewer than k items were found.
-        hash/multihash: the k nearest among the buckets within radius ``nflip`` (2); flat: exact."""
+        """(distances (Q, k), positions (Q, k)); position -1 where fewer than k items exist. Exact
+        Hamming k-NN (a popcount scan over the packed codes) except for ``ivf``, which scans ``nprobe``
+        lists. The hash tables answer radius queries; a k-NN query may need items beyond any radius."""
         q = self._prepare(query)
         if self.kind in ("hash", "multihash"):
-            self._index.nflip = 2
+            if self._flat is None:
+                self._flat = _faiss().IndexBinaryFlat(self.bits)
+                self._flat.add(self.codes)
+            return self._flat.search(q, min(k, len(self)))
         return self._index.search(q, min(k, len(self)))
 
     def radius_raw(self, query, radius: int) -> list[tuple[np.ndarray, np.ndarray]]:

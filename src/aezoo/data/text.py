@@ -2,7 +2,7 @@
 
 PATH is one of
 - a JSON-lines file (``.jsonl``, ``.json``, optionally ``.gz``): one object per line with ``text`` and
-  optional ``label`` and ``id`` fields;
+  optional ``label`` and ``id`` fields (a repeated id gets a ``#2``, ``#3``, ... suffix);
 - a folder of ``.txt`` files, one document each (files in sub-folders are labelled by the sub-folder);
 - any other text file (optionally ``.gz``): one document per line, no labels.
 
@@ -76,7 +76,17 @@ def read_documents(path: str) -> tuple[list[str], list[str | None], list[str]]:
         raise UserError(f"{path}: cannot read the text ({e})") from None
     if not texts:
         raise UserError(f"{path}: no documents")
-    return texts, labels, ids
+    return texts, labels, unique(ids)
+
+
+def unique(ids: list[str]) -> list[str]:
+    """Ids made unique: a repeated id gets ``#2``, ``#3``, ... (search results name items by id)."""
+    seen: dict[str, int] = {}
+    out = []
+    for i in ids:
+        seen[i] = seen.get(i, 0) + 1
+        out.append(i if seen[i] == 1 else f"{i}#{seen[i]}")
+    return out
 
 
 def vectorizer(vocabulary=None, max_features: int = 2000):
