@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--likelihood", default="bernoulli", choices=["gaussian", "bernoulli"])
     ap.add_argument("--arch", default="mlp", choices=["mlp", "conv"], help="mlp: the hinton2006 layout")
     ap.add_argument("--input-dropout", type=float, default=0.0, help="ae input_dropout (a regulariser)")
+    ap.add_argument("--weight-decay", type=float, default=0.0, help="> 0: AdamW with this decoupled weight decay")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", default="/tmp/aezoo-bench-ae-vs-pca")
     ap.add_argument("--out", default="bench/results/ae_vs_pca.json")
@@ -61,14 +62,16 @@ def main(argv=None) -> int:
         model = aezoo.create("ae", preset="hinton2006", input_shape=ds.shape, latent_dim=k, likelihood=a.likelihood,
                              arch=a.arch, input_dropout=a.input_dropout)
         cfg = aezoo.TrainConfig(epochs=a.epochs, max_minutes=a.minutes, schedule="cosine", batch_size=a.batch_size, lr=a.lr, seed=a.seed,
-                                threads=a.threads, checkpoint_every=0, progress=sys.stderr.isatty())
+                                threads=a.threads, checkpoint_every=0, progress=sys.stderr.isatty(),
+                                optimizer="adamw" if a.weight_decay else "adam", weight_decay=a.weight_decay)
         res = aezoo.Trainer(model, ds, cfg, Path(a.runs) / f"ae{k}").fit()
         ae_sse = evaluate(model, ds)["recon_sse_per_item"]
         rows.append({"k": k, "pca_sse": p_sse, "pca_fit_s": p_time, "ae_sse": ae_sse, "ratio": ae_sse / p_sse,
                      "ae_train_s": res.elapsed_s, "ae_steps": res.step, "stopped_by": res.stopped_by})
         print(f"k={k}: PCA {p_sse:.2f}  AE {ae_sse:.2f}  ratio {ae_sse / p_sse:.3f}", file=sys.stderr, flush=True)
 
-    print(f"\nAE: {a.arch}, input_dropout {a.input_dropout}, {a.epochs} planned epochs, cap {a.minutes} min")
+    print(f"\nAE: {a.arch}, input_dropout {a.input_dropout}, weight decay {a.weight_decay}, {a.epochs} planned epochs, "
+          f"cap {a.minutes} min")
     print("\n| k | PCA-k SSE | AE-k SSE | AE / PCA | AE train time | AE steps (epochs) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
