@@ -138,9 +138,11 @@ class HashIndex:
             raise UserError(f"{len(packed)} codes but {len(ids)} ids")
         if packed.shape[1] != self.bits // 8:
             raise UserError(f"codes of {packed.shape[1] * 8} bits added to a {self.bits}-bit index")
-        dup = [i for i in ids if i in self._pos] or ([i for i in ids if ids.count(i) > 1][:1] if len(set(ids)) != len(ids) else [])
-        if dup:
-            raise UserError(f"id {dup[0]!r} is already in the index (ids must be unique)")
+        seen = set(self._pos)
+        for i in ids:
+            if i in seen:
+                raise UserError(f"id {i!r} is already in the index (ids must be unique)")
+            seen.add(i)
         labels = [None if lab is None else str(lab) for lab in labels] if labels is not None else [None] * len(ids)
         if self.keep_continuous:
             if continuous is None:

@@ -87,7 +87,7 @@ def search_index(index_dir: str, *, item: str | None = None, image: str | None =
         bits, cont = b.numpy(), c.numpy()
     cq = cont if rerank else None
     if radius is not None:
-        return index.radius_search(bits, radius, rerank=cq, limit=k if rerank else None)[0]
+        return index.radius_search(bits, radius, rerank=cq)[0]
     return index.search(bits, k, rerank=cq)[0]
 
 
