@@ -299,6 +299,9 @@ def text_index(tmp_path_factory):
 def test_cli_text_index_build_and_search(text_index):
     run, index = text_index
     assert json.loads((run / "config.json").read_text())["config"]["vocabulary"][:1]
+    ev = json.loads((run / "eval.json").read_text())
+    assert "psnr" not in ev and ev["recon_sse_per_item"] > 0 and not (run / "reconstructions.png").exists()
+    assert "<h2>Reconstructions</h2>" not in (run / "report.html").read_text()
     man = json.loads((index / "manifest.json").read_text())
     assert man["bits"] == 16 and man["kind"] == "hash" and man["count"] == 324
     r = run_cli("index", "search", index, "--text", "python module library bindings", "-k", "5")

@@ -90,7 +90,8 @@ def finish_run(model: Autoencoder, dataset: data_mod.Dataset, out_dir: Path, eva
     write_json(out_dir / "eval.json", metrics)
     if dataset.kind == "codes":  # a prior: its samples are shown in the report of the VQ-VAE it belongs to
         return metrics
-    save_image(out_dir / "reconstructions.png", reconstruction_grid(model, dataset, "test", 12))
+    if dataset.kind != "text":
+        save_image(out_dir / "reconstructions.png", reconstruction_grid(model, dataset, "test", 12))
     from ..report.html import write_report
 
     write_report(out_dir, dataset=dataset, model=model)
@@ -114,6 +115,8 @@ def evaluate(model: Autoencoder, dataset: data_mod.Dataset, split: str = "test",
         return metrics
     lo, hi = dataset.value_range()
     metrics.update(reconstruction_metrics(model, part.x, data_range=hi - lo))
+    if dataset.kind == "text":  # a peak signal-to-noise ratio of word counts means nothing
+        metrics.pop("psnr", None)
     if hasattr(model, "code_indices"):  # VQ-VAE: codebook use, and its prior's NLL once it has one
         from .prior import code_grids, codebook_perplexity, prior_metrics
 

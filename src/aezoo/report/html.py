@@ -90,8 +90,9 @@ def run_sections(run_dir: Path, model, dataset) -> list[str]:
     curves = figures.loss_curves(records)
     if curves:
         out.append("<h2>Training</h2>" + figure(curves, "Training curves (by optimizer step) and validation."))
-    out.append("<h2>Reconstructions</h2>" + figure(pil_png(reconstruction_grid(model, dataset, "test", 16)),
-                                                   "Test items (top) and their reconstructions (bottom)."))
+    if dataset.kind != "text":  # word-count vectors make no picture
+        out.append("<h2>Reconstructions</h2>" + figure(pil_png(reconstruction_grid(model, dataset, "test", 16)),
+                                                       "Test items (top) and their reconstructions (bottom)."))
     if hasattr(model, "restore"):
         x = dataset.test.x[:16]
         noisy, hole = corrupt_fixed(x, model.corruption, 0)
