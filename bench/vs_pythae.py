@@ -218,7 +218,7 @@ def vqvae_rows(a) -> dict:
         p_prior_s = time.perf_counter() - t
 
     def ours(minutes_vq, epochs_vq, minutes_prior):
-        from aezoo.apps.prior import code_grids
+        from aezoo.apps.prior import codes_of
 
         m = aezoo.create("vqvae", input_shape=ds.shape, num_codes=k, code_dim=latent, hidden=128, ema=False)
         m.encoder, m.decoder = vq_encoder(latent), vq_decoder(latent)
@@ -230,8 +230,7 @@ def vqvae_rows(a) -> dict:
         if minutes_prior is None:
             return m, vq_s, None
         m.eval()
-        grids = {n: aezoo.data.Split(code_grids(m, getattr(ds, n).x)) for n in ("train", "val", "test")}
-        codes = aezoo.data.Dataset("codes", "codes", **grids)
+        codes = codes_of(m, ds)
         prior = aezoo.create("pixelcnn", input_shape=codes.shape, data_kind="codes", num_codes=k)
         tc = aezoo.TrainConfig(epochs=None, max_minutes=minutes_prior, batch_size=batch, seed=a.seed,
                                checkpoint_every=0, progress=sys.stderr.isatty())

@@ -172,7 +172,8 @@ def test_cli_vqvae_then_prior_then_sample(tmp_path):
     refreshed = json.loads((vq / "eval.json").read_text())
     assert refreshed["prior_bits_per_code"] == pytest.approx(pm["prior_bits_per_code"], rel=1e-4)
     r = run_cli("sample", vq, "-n", "9", "--out", tmp_path / "s.png", "--temperature", "0.8")
-    assert r.returncode == 0, r.stderr and (tmp_path / "s.png").is_file()
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "s.png").is_file()
     r = run_cli("interpolate", vq, "--pairs", "2", "--steps", "5", "--out", tmp_path / "i.png")
     assert r.returncode == 0, r.stderr
     r = run_cli("train", "pixelcnn", "--data", "digits", "--out", tmp_path / "p2")

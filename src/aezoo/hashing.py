@@ -65,12 +65,6 @@ def unpack_bits(packed: np.ndarray, bits: int) -> np.ndarray:
     return np.unpackbits(packed, axis=1, count=bits, bitorder="little").astype(bool)
 
 
-def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise Hamming distances between packed codes a (N, B) and b (M, B): (N, M)."""
-    x = np.bitwise_xor(a[:, None, :], b[None, :, :])
-    return np.unpackbits(x, axis=2).sum(2)
-
-
 @dataclass
 class Result:
     """One query's answer, nearest first: ids, labels (or None), Hamming distances and, after re-ranking,

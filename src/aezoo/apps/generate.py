@@ -11,7 +11,7 @@ from ..report.grid import image_grid, to_images
 
 
 def require_generator(model, run_dir: str) -> None:
-    if callable(getattr(model, "sample", None)) and not model.can_sample:
+    if hasattr(model, "prior") and not model.can_sample:  # a two-stage model whose prior is not trained yet
         raise UserError(f"{run_dir}: no prior has been trained for this {model.name!r} model yet; train one with "
                         f"'aezoo train pixelcnn --prior-of {run_dir} --out PRIOR_DIR'")
     if not model.can_sample:

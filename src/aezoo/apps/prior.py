@@ -34,11 +34,14 @@ def codes_dataset(run_dir: str, data_spec: str | None, data_dir: str | None, pro
     vq, dataset = open_run(run_dir, data_spec, data_dir, progress)
     if not hasattr(vq, "code_indices"):
         raise UserError(f"{run_dir}: --prior-of needs a VQ-VAE run; this one holds a {vq.name!r} model")
+    return vq, dataset, codes_of(vq, dataset, f"codes:{Path(run_dir).resolve()}")
+
+
+def codes_of(vq, dataset, spec: str = "codes"):
+    """The dataset of ``vq``'s code grids of every split of ``dataset`` (labels kept)."""
     splits = {name: data_mod.Split(code_grids(vq, getattr(dataset, name).x), getattr(dataset, name).y)
               for name in ("train", "val", "test")}
-    codes = data_mod.Dataset(spec=f"codes:{Path(run_dir).resolve()}", kind="codes", classes=dataset.classes,
-                             meta={"images": dataset.spec}, **splits)
-    return vq, dataset, codes
+    return data_mod.Dataset(spec=spec, kind="codes", classes=dataset.classes, meta={"images": dataset.spec}, **splits)
 
 
 def train_prior(run_dir: str, out: str, *, data_spec: str | None = None, preset=None, model_overrides=(),
