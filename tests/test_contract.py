@@ -11,7 +11,8 @@ from aezoo.outputs import Batch
 TINY = {
     "ae": [dict(widths=[16], latent_dim=3), dict(arch="conv", channels=[4, 8], latent_dim=3),
            dict(widths=[16], latent_dim=3, input_dropout=0.2)],
-    "dae": [dict(channels=[4, 8], latent_dim=3), dict(arch="fullconv", channels=[4, 8], latent_dim=3), dict(arch="mlp", widths=[16], latent_dim=3, corruption="masking:0.3"),
+    "dae": [dict(channels=[4, 8], latent_dim=3), dict(arch="fullconv", channels=[4, 8], latent_dim=3),
+            dict(arch="skip", channels=[4, 8], latent_dim=3), dict(arch="mlp", widths=[16], latent_dim=3, corruption="masking:0.3"),
             dict(channels=[4, 8], latent_dim=3, corruption="boxes:0.3")],
     "vqvae": [dict(hidden=8, num_codes=16, code_dim=4), dict(hidden=8, num_codes=16, code_dim=4, ema=False,
                                                              likelihood="bernoulli")],
@@ -42,7 +43,11 @@ def test_shapes(name, i):
     x = torch.rand(5, *SHAPE)
     enc = m.encode(x)
     assert enc.z.shape[0] == 5
-    assert m.decode(enc.z).shape == x.shape
+    if m.decodes_codes:
+        assert m.decode(enc.z).shape == x.shape
+    else:
+        with pytest.raises(UserError, match="skip features"):
+            m.decode(enc.z)
     assert m(x).shape == x.shape
 
 

@@ -91,10 +91,19 @@ def test_patchwise_colour_picture_with_a_grey_model():
     assert torch.allclose(restore_image(Identity(), img), img, atol=1e-6)
 
 
-def test_inpainting_keeps_known_pixels_and_uses_the_mask_channel():
+def first_conv(m):
+    return m.net.down[0][0] if m.config.arch == "skip" else m.encoder.features[0]
+
+
+def last_layer(m):
+    return m.net.out if m.config.arch == "skip" else m.decoder
+
+
+@pytest.mark.parametrize("arch", ["fullconv", "skip"])
+def test_inpainting_keeps_known_pixels_and_uses_the_mask_channel(arch):
     torch.manual_seed(0)
-    m = aezoo.create("dae", input_shape=(1, 8, 8), channels=[4], latent_dim=4, corruption="boxes:0.3").eval()
-    assert m.encoder.features[0].in_channels == 2  # image + mask
+    m = aezoo.create("dae", input_shape=(1, 8, 8), arch=arch, channels=[4, 8], latent_dim=4, corruption="boxes:0.3").eval()
+    assert first_conv(m).in_channels == 2  # image + mask
     x = torch.rand(3, 1, 8, 8)
     hole = torch.zeros(3, 1, 8, 8)
     hole[:, :, 2:5, 2:5] = 1
@@ -109,13 +118,14 @@ def test_inpainting_keeps_known_pixels_and_uses_the_mask_channel():
     assert not torch.allclose(m.restore(x * (1 - hole), hole), m.restore(x * (1 - hole), torch.zeros_like(hole)))
 
 
-def test_inpainting_loss_counts_only_the_holes(monkeypatch):
+@pytest.mark.parametrize("arch", ["fullconv", "skip"])
+def test_inpainting_loss_counts_only_the_holes(monkeypatch, arch):
     from aezoo.corrupt import Corruption
     from aezoo.models.dae import DAE
     from aezoo.outputs import Batch
 
     torch.manual_seed(0)
-    m = aezoo.create("dae", input_shape=(1, 8, 8), channels=[4], latent_dim=4, corruption="boxes:0.3")
+    m = aezoo.create("dae", input_shape=(1, 8, 8), arch=arch, channels=[4, 8], latent_dim=4, corruption="boxes:0.3")
     hole = torch.zeros(4, 1, 8, 8)
     hole[:, :, 1:4, 2:6] = 1
 
@@ -127,7 +137,7 @@ def test_inpainting_loss_counts_only_the_holes(monkeypatch):
     x = torch.rand(4, 1, 8, 8)
     base = m.loss(Batch(x), "main", 0).loss.item()
     for region, should_change in ((1 - hole, False), (hole, True)):
-        handle = m.decoder.register_forward_hook(lambda mod, inp, out: out + 5.0 * region.view(4, 1, 8, 8))
+        handle = last_layer(m).register_forward_hook(lambda mod, inp, out: out + 5.0 * region.view(4, 1, 8, 8))
         changed = m.loss(Batch(x), "main", 0).loss.item()
         handle.remove()
         assert (abs(changed - base) > 1e-3) == should_change

@@ -26,6 +26,7 @@ class Encoded:
 
     z: torch.Tensor
     posterior: Any = None
+    skips: list[torch.Tensor] | None = None  # encoder features a skip-connected decoder adds back (dae arch=skip)
 
 
 @dataclass

@@ -54,6 +54,9 @@ def interpolation_rows(model, x: torch.Tensor, pairs: int, steps: int, mode: str
         raise UserError("--pairs must be at least 1 and --steps at least 2")
     if len(x) < 2:
         raise UserError("need at least two items to interpolate between")
+    if not model.decodes_codes:
+        raise UserError(f"a {model.name} with arch={model.config.arch} cannot decode a code alone "
+                        "(its decoder also needs the encoder's skip features), so it cannot interpolate")
     model.eval()
     g = np.random.default_rng(seed)
     idx = torch.from_numpy(g.choice(len(x), size=(pairs, 2), replace=len(x) < 2 * pairs))

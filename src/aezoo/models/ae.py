@@ -80,7 +80,7 @@ class AE(Autoencoder):
         if c.arch == "mlp":
             self.encoder = mlp([math.prod(in_shape), *c.widths, c.latent_dim], c.activation, norm=c.norm)
             self.decoder = mlp([c.latent_dim, *reversed(c.widths), d], c.activation, norm=c.norm)
-        else:
+        elif c.arch in ("conv", "fullconv"):
             spatial = c.arch == "fullconv"
             enc = ConvEncoder(tuple(in_shape), tuple(c.channels), c.latent_dim, c.activation, c.norm, spatial)
             self.encoder = enc

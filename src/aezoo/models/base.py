@@ -79,6 +79,12 @@ class Autoencoder(nn.Module):
         """True when the model has a prior to draw samples from (``sample(n, temperature)``)."""
         return callable(getattr(self, "sample", None))
 
+    @property
+    def decodes_codes(self) -> bool:
+        """True when ``decode(z)`` works from a code alone (interpolation needs it); False for decoders
+        that also need the encoder's skip features."""
+        return True
+
     def attach(self, directory: Path) -> None:
         """Called by :func:`load_model` after the weights are in: load companion files of the run
         (e.g. a separately trained prior). Nothing by default."""

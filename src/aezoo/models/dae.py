@@ -11,11 +11,17 @@ pixels exactly: ``restored = hole * g(f(x~, hole)) + (1 - hole) * x``.
 
 Differences from the paper: the paper's DAE has one sigmoid hidden layer (tied weights) and is a
 pre-training step for a deep network; here the same deep MLP or convolutional network as ``ae`` is
-trained directly for restoration, which is what users ask of a denoiser today. The default is fully
-convolutional (``arch="fullconv"``: the code is a 32-channel feature map at a quarter of the resolution):
-on Fashion-MNIST at sigma 0.1, after 1.5 minutes on one core it restores to 25.3 dB PSNR, against 22.8 dB
-for a 128-number code vector (noisy input: 21.6 dB). As the paper notes, with denoising the code need not
-be smaller than the input. Preset ``inpaint`` uses a dense 128-number code (holes need global context);
+trained directly for restoration, which is what users ask of a denoiser today. The default,
+``arch="skip"``, is a convolutional encoder-decoder with symmetric skip connections (Mao, Shen & Yang,
+"Image restoration using very deep convolutional encoder-decoder networks with symmetric skip
+connections", NeurIPS 2016): three resolution levels of 16, 32 and 64 channels, the code a 32-channel map
+at a quarter of the resolution, and each level's encoder features added back in the decoder, so fine
+detail need not pass through the code. Measured on Fashion-MNIST at sigma 0.1, 3 minutes on 2 cores,
+1,000 test images: 27.4 dB PSNR with ``skip``, 26.1 dB with ``arch="fullconv"`` (the same code without
+skips; channels 32, 64) and with ``skip`` at 32/64/128 channels (3.4x slower steps); the noisy input is
+21.6 dB. Earlier, on one core for 1.5 minutes, a 128-number code vector (``arch="conv"``) reached 22.8 dB
+against 25.3 dB for ``fullconv``. As the paper notes, with denoising the code need not be smaller than
+the input. A ``skip`` model restores items but cannot decode a code alone. Preset ``inpaint`` uses a dense 128-number code (holes need global context);
 preset ``vincent2008`` is the paper's single hidden layer of 1000 units with masking noise 25%.
 """
 
@@ -25,10 +31,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from torch import nn
 
 from ..corrupt import Corruption, parse
 from ..errors import UserError
 from ..losses import bernoulli_nll, squared_error
+from ..nn import SkipConvNet, activation
 from ..outputs import Batch, Encoded, LossOutput
 from ..registry import register
 from .ae import AE, AEConfig
@@ -36,8 +44,10 @@ from .ae import AE, AEConfig
 
 @dataclass
 class DAEConfig(AEConfig):
-    arch: Literal["mlp", "conv", "fullconv"] = "fullconv"  # the code is a feature map: no detail-losing bottleneck
-    channels: tuple[int, ...] = (32, 64)  # channels of each stride-2 stage
+    # fullconv: the code is a feature map, no detail-losing bottleneck vector; skip: encoder-decoder with
+    # symmetric skip connections (Mao et al. 2016), the code is the coarsest map
+    arch: Literal["mlp", "conv", "fullconv", "skip"] = "skip"
+    channels: tuple[int, ...] = (16, 32, 64)  # skip: channels of each resolution level; conv: of each stride-2 stage
     latent_dim: int = 32  # fullconv: channels of the code (32 x H/4 x W/4); conv/mlp: size of the code vector
     corruption: str = "gaussian:0.2"  # KIND:AMOUNT, see aezoo.corrupt
 
@@ -52,8 +62,16 @@ class DAEConfig(AEConfig):
 class DAE(AE):
     Config = DAEConfig
     # inpaint: a dense code sees the whole image, which filling large holes needs
-    PRESETS = {"inpaint": {"corruption": "boxes:0.25", "arch": "conv", "latent_dim": 128},
+    PRESETS = {"inpaint": {"corruption": "boxes:0.25", "arch": "conv", "channels": [32, 64], "latent_dim": 128},
                "vincent2008": {"corruption": "masking:0.25", "arch": "mlp", "widths": [1000], "latent_dim": 1000}}
+
+    def __init__(self, config: DAEConfig):
+        super().__init__(config)
+        c = config
+        if c.arch == "skip":
+            self.net = SkipConvNet(self.encoder_input_shape()[0], c.input_shape[0], tuple(c.channels), c.activation, c.norm)
+            self.to_code = nn.Conv2d(c.channels[-1], c.latent_dim, 1)
+            self.from_code = nn.Sequential(nn.Conv2d(c.latent_dim, c.channels[-1], 1), activation(c.activation))
 
     @property
     def corruption(self) -> Corruption:
@@ -75,12 +93,36 @@ class DAE(AE):
         return torch.cat([x * (1 - hole), hole], 1)
 
     def encode(self, x: torch.Tensor, hole: torch.Tensor | None = None) -> Encoded:
+        if self.config.arch == "skip":
+            h, skips = self.net.encode(self._net_input(x, hole))
+            return Encoded(z=self.to_code(h), skips=skips)
         return super().encode(self._net_input(x, hole))
+
+    @property
+    def decodes_codes(self) -> bool:
+        return self.config.arch != "skip"
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        if not self.decodes_codes:
+            raise UserError("a dae with arch=skip decodes with its encoder's skip features, not from a code "
+                            "alone: restore items instead (aezoo denoise / inpaint)")
+        return super().decode(z)
+
+    def _output(self, x: torch.Tensor, hole: torch.Tensor | None) -> torch.Tensor:
+        """Raw output (logits or means) for corrupted ``x``."""
+        enc = self.encode(x, hole)
+        if self.config.arch == "skip":
+            return self.net.decode(self.from_code(enc.z), enc.skips).view(-1, *self.config.input_shape[:1], *x.shape[2:])
+        return self.decoder_output(enc.z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.restore(x)
 
     def restore(self, x: torch.Tensor, hole: torch.Tensor | None = None) -> torch.Tensor:
         """The clean estimate of corrupted items ``x``; with inpainting, ``hole`` (B, 1, H, W) marks the
         missing pixels and the known ones are returned unchanged."""
-        out = self.decode(self.encode(x, hole).z)
+        out = self._output(x, hole)
+        out = torch.sigmoid(out) if self.config.resolved_likelihood == "bernoulli" else out
         if self.inpaints and hole is not None:
             out = hole * out + (1 - hole) * x
         return out
@@ -88,7 +130,7 @@ class DAE(AE):
     def loss(self, batch: Batch, phase: str, step: int) -> LossOutput:
         x = batch.x
         noisy, hole = self.corruption(x)
-        out = self.decoder_output(self.encode(noisy, hole).z)
+        out = self._output(noisy, hole)
         weight = hole  # inpainting: only the holes count; denoising: every value (None)
         if self.config.resolved_likelihood == "bernoulli":
             nll = bernoulli_nll(out, x, weight)

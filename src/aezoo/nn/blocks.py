@@ -97,3 +97,47 @@ class ConvDecoder(nn.Module):
             if i < len(self.post):
                 h = self.post[i](h)
         return h  # (B, out_channels, H, W)
+
+
+class SkipConvNet(nn.Module):
+    """Convolutional encoder-decoder with symmetric skip connections (Mao, Shen & Yang, "Image restoration
+    using very deep convolutional encoder-decoder networks with symmetric skip connections", NeurIPS 2016;
+    the same shape as a U-Net). Each encoder level is a 3x3 convolution pair; levels after the first start
+    with a stride-2 4x4 convolution. The decoder mirrors it with stride-2 transposed convolutions, and
+    each level's encoder features are *added* to the decoder's features of the same size, so fine detail
+    need not squeeze through the coarsest map. ``encode`` gives the coarsest map (the code) and the skips;
+    ``decode`` needs both. Works for any input size: upsampling follows the skips' sizes."""
+
+    def __init__(self, in_channels: int, out_channels: int, channels: tuple[int, ...], act: str = "relu",
+                 norm: str = "none"):
+        super().__init__()
+
+        def conv(a: int, b: int, k: int = 3, stride: int = 1) -> list[nn.Module]:
+            return [nn.Conv2d(a, b, k, stride=stride, padding=1), *_norm(norm, b, conv=True), activation(act)]
+
+        self.down = nn.ModuleList()
+        c = in_channels
+        for i, ch in enumerate(channels):
+            first = conv(c, ch) if i == 0 else conv(c, ch, 4, 2)
+            self.down.append(nn.Sequential(*first, *conv(ch, ch)))
+            c = ch
+        rev = list(reversed(channels))
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1) for a, b in zip(rev[:-1], rev[1:]))
+        self.post = nn.ModuleList(nn.Sequential(*_norm(norm, b, conv=True), activation(act), *conv(b, b))
+                                  for b in rev[1:])
+        self.out = nn.Conv2d(channels[0], out_channels, 3, padding=1)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        skips = []
+        for level in self.down:
+            x = level(x)
+            skips.append(x)
+        return x, skips[:-1]
+
+    def decode(self, h: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        for up, post, skip in zip(self.ups, self.post, reversed(skips)):
+            h = post(up(h, output_size=skip.shape[-2:]) + skip)
+        return self.out(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(*self.encode(x))
