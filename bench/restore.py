@@ -11,8 +11,8 @@ covering up to 25% of it, against ``skimage.restoration.inpaint_biharmonic`` and
 
 Tuning: every classical method's parameter is chosen by grid search for the best mean PSNR on ``--n-val``
 validation images (corrupted with another seed), then scored on the first ``--n-test`` test images. One
-``dae`` is trained per corruption with a wall-clock budget (``--minutes``): the default fully
-convolutional one for noise, preset ``inpaint`` for boxes. Metrics: mean per-image PSNR
+``dae`` is trained per corruption with a wall-clock budget (``--minutes``): the default
+skip-connected one (``arch=skip``) for noise, preset ``inpaint`` for boxes. Metrics: mean per-image PSNR
 (data range 1) and SSIM (scikit-image, data range 1). Prints a table and writes JSON.
 """
 

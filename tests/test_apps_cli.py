@@ -86,6 +86,8 @@ def test_restoration_user_errors(runs, tmp_path):
     one_line_error(run_cli("denoise", runs["denoise"], "--out", tmp_path / "o"), "give image files")
     one_line_error(run_cli("denoise", runs["denoise"], tmp_path / "p.png", "--noise", "fog:1", "--out", tmp_path / "o"),
                    "unknown corruption")
+    one_line_error(run_cli("eval", runs["denoise"], "--refine-steps", "5"), "applies to ae models")
+    one_line_error(run_cli("interpolate", runs["denoise"], "--out", tmp_path / "x.png"), "cannot decode a code alone")
     assert not (tmp_path / "o").exists() and not (tmp_path / "x.png").exists()
 
 

@@ -145,3 +145,11 @@ def test_overwrite_replaces_only_runs(run, tmp_path):
     one_line_error(run_cli("train", "ae", "--data", "digits", "--out", tmp_path / "precious", "--overwrite"),
                    "not an aezoo run directory")
     assert (tmp_path / "precious" / "thesis.tex").exists()
+
+
+def test_eval_with_refined_codes_reconstructs_better(run):
+    out, metrics = run
+    r = run_cli("eval", out, "--refine-steps", "30", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["recon_sse_per_item"] < metrics["recon_sse_per_item"]
+    one_line_error(run_cli("eval", out, "--refine-steps", "-3"), "must be >= 0")

@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     _run_data_split(p)
     p.add_argument("--nll-k", type=int, default=500, help="importance samples for the NLL (up to 5000; default 500)")
     p.add_argument("--nll-items", type=int, default=1000, help="items the NLL is estimated on (default 1000)")
+    p.add_argument("--refine-steps", type=int, metavar="N",
+                   help="ae: improve each code by N Adam steps through the decoder (default: the model's refine_steps, 0)")
     _common(p)
     p.set_defaults(func=cmd_eval)
 
@@ -68,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     _run_data_split(p)
     p.add_argument("--out", required=True, help="output .npy file")
     p.add_argument("--labels-out", help="also save the split's labels to this .npy file")
+    p.add_argument("--refine-steps", type=int, metavar="N",
+                   help="ae: improve each code by N Adam steps through the decoder (default: the model's refine_steps, 0)")
     _common(p)
     p.set_defaults(func=cmd_embed)
 
@@ -76,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     _run_data_split(p)
     p.add_argument("--out", required=True, help="output image (.png or .jpg)")
     p.add_argument("-n", type=int, default=12, help="number of items (default 12)")
+    p.add_argument("--refine-steps", type=int, metavar="N",
+                   help="ae: improve each code by N Adam steps through the decoder (default: the model's refine_steps, 0)")
     _common(p)
     p.set_defaults(func=cmd_reconstruct)
 
@@ -233,7 +239,7 @@ def cmd_eval(a) -> int:
 
     if not 1 <= a.nll_k <= 5000 or a.nll_items < 1:
         raise UserError("--nll-k must be in 1..5000 and --nll-items at least 1")
-    model, data = open_run(a.run_dir, a.data, a.data_dir, not a.quiet)
+    model, data = open_run(a.run_dir, a.data, a.data_dir, not a.quiet, a.refine_steps)
     print(json.dumps(evaluate(model, data, a.split, a.nll_k, a.nll_items)))
     return 0
 
@@ -248,7 +254,7 @@ def cmd_embed(a) -> int:
 
     if not a.out.endswith(".npy") or (a.labels_out and not a.labels_out.endswith(".npy")):
         raise UserError("--out (and --labels-out) must name a .npy file")
-    model, data = open_run(a.run_dir, a.data, a.data_dir, not a.quiet)
+    model, data = open_run(a.run_dir, a.data, a.data_dir, not a.quiet, a.refine_steps)
     part = data.split(a.split)
     if a.labels_out and part.y is None:
         raise UserError(f"{data.spec!r} has no labels for --labels-out")
@@ -273,7 +279,7 @@ def cmd_reconstruct(a) -> int:
         raise UserError("-n must be at least 1")
     if not a.out.lower().endswith((".png", ".jpg", ".jpeg")):
         raise UserError("--out must name a .png or .jpg file")
-    model, data = open_run(a.run_dir, a.data, a.data_dir, not a.quiet)
+    model, data = open_run(a.run_dir, a.data, a.data_dir, not a.quiet, a.refine_steps)
     save_image(a.out, reconstruction_grid(model, data, a.split, a.n))
     print(f"aezoo: originals (top) and reconstructions (bottom) written to {a.out}", file=sys.stderr)
     return 0

@@ -175,9 +175,17 @@ def check_compatible(model: Autoencoder, dataset: data_mod.Dataset) -> None:
                         f"{tuple(model.config.input_shape)}")
 
 
-def open_run(run_dir: str, data_spec: str | None, data_dir: str | None, progress: bool = True):
-    """The saved model of ``run_dir`` and a dataset (``data_spec``, or the one it was trained on)."""
+def open_run(run_dir: str, data_spec: str | None, data_dir: str | None, progress: bool = True,
+             refine_steps: int | None = None):
+    """The saved model of ``run_dir`` and a dataset (``data_spec``, or the one it was trained on).
+    ``refine_steps``: for an ``ae``, refine its codes by that many steps (see ``AE.refine``)."""
     model = load_model(run_dir)
+    if refine_steps is not None:
+        if model.name != "ae":
+            raise UserError(f"--refine-steps applies to ae models; {run_dir} holds a {model.name}")
+        if refine_steps < 0:
+            raise UserError(f"--refine-steps must be >= 0, got {refine_steps}")
+        model.config.refine_steps = refine_steps
     if data_spec is None:
         run = Path(run_dir) / "run.json"
         if not run.is_file():

@@ -48,11 +48,13 @@ class DAEConfig(AEConfig):
     # symmetric skip connections (Mao et al. 2016), the code is the coarsest map
     arch: Literal["mlp", "conv", "fullconv", "skip"] = "skip"
     channels: tuple[int, ...] = (16, 32, 64)  # skip: channels of each resolution level; conv: of each stride-2 stage
-    latent_dim: int = 32  # fullconv: channels of the code (32 x H/4 x W/4); conv/mlp: size of the code vector
+    latent_dim: int = 32  # skip/fullconv: channels of the code (32 x H/4 x W/4); conv/mlp: size of the code vector
     corruption: str = "gaussian:0.2"  # KIND:AMOUNT, see aezoo.corrupt
 
     def validate(self) -> None:
         super().validate()
+        if self.refine_steps:
+            raise UserError("refine_steps applies to ae only (a dae's input is corrupted)")
         c = parse(self.corruption)
         if c.is_mask and (self.data_kind != "image" or len(self.input_shape) != 3):
             raise UserError(f"corruption {self.corruption} (inpainting) needs image data")

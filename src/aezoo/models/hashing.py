@@ -44,7 +44,8 @@ from .base import Autoencoder, ModelConfig
 class HashConfig(ModelConfig):
     bits: int = 32  # code length, 8 to 128
     arch: Literal["mlp", "conv"] = "mlp"  # conv: image data
-    widths: tuple[int, ...] = (500, 500)  # the paper's 2000-500-500-bits; the decoder mirrors them
+    widths: tuple[int, ...] = (500, 500)  # the paper's 2000-500-500-bits encoder
+    decoder_widths: tuple[int, ...] | None = None  # hidden layers of the decoder; None: mirror widths; (): linear
     channels: tuple[int, ...] = (32, 64)  # conv: channels of each stride-2 stage
     activation: str = "relu"
     norm: Literal["none", "batch", "layer"] = "batch"
@@ -85,7 +86,8 @@ class SemanticHash(Autoencoder):
         d = math.prod(c.input_shape)
         if c.arch == "mlp":
             self.encoder = mlp([d, *c.widths, c.bits], c.activation, norm=c.norm)
-            self.decoder = mlp([c.bits, *reversed(c.widths), d], c.activation, norm=c.norm)
+            dec = tuple(reversed(c.widths)) if c.decoder_widths is None else tuple(c.decoder_widths)
+            self.decoder = mlp([c.bits, *dec, d], c.activation, norm=c.norm)
         else:
             enc = ConvEncoder(tuple(c.input_shape), tuple(c.channels), c.bits, c.activation, c.norm)
             self.encoder = enc
