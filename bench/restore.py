@@ -1,7 +1,7 @@
 """Restoration on Fashion-MNIST: aezoo's ``dae`` against classical methods, side by side in one run.
 
     .venv/bin/python -m pip install -r requirements-bench.txt
-    .venv/bin/python bench/restore.py [--minutes 3] [--n-test 1000] [--n-val 100]
+    .venv/bin/python bench/restore.py [--minutes 5] [--n-test 1000] [--n-val 100]
 
 Denoising: Gaussian noise sigma 0.1 / 0.2 / 0.3 (clipped to [0, 1]) and salt-and-pepper 10%, against
 scikit-image's ``denoise_nl_means``, ``denoise_tv_chambolle``, ``denoise_wavelet``, the ``bm3d`` package
@@ -107,7 +107,7 @@ def train_dae(ds, corruption: str, minutes: float, runs: Path, seed: int):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=3.0, help="dae training budget per corruption")
+    ap.add_argument("--minutes", type=float, default=5.0, help="dae training budget per corruption")
     ap.add_argument("--n-test", type=int, default=1000)
     ap.add_argument("--n-val", type=int, default=100)
     ap.add_argument("--corruptions", default="gaussian:0.1,gaussian:0.2,gaussian:0.3,salt-pepper:0.1,boxes:0.25")
