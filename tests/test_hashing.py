@@ -215,11 +215,12 @@ def test_multinomial_loss_is_the_word_count_weighted_log_softmax():
     assert torch.allclose(m(x).sum(1), x.sum(1))  # reconstruction keeps the document length
 
 
-def test_hash_model_learns_neighbourhoods_on_digits(digits):
+@pytest.mark.parametrize("decoder_widths,epochs", [(None, 30), ((), 60)])  # the paper's mirrored decoder; linear
+def test_hash_model_learns_neighbourhoods_on_digits(digits, decoder_widths, epochs):
     """Codes of a briefly trained model put same-label digits closer than different-label ones."""
     torch.manual_seed(0)
-    m = aezoo.create("hash", input_shape=digits.shape, widths=[128], bits=16)
-    aezoo.Trainer(m, digits, aezoo.TrainConfig(epochs=30, batch_size=64, progress=False), run_dir=None).fit()
+    m = aezoo.create("hash", input_shape=digits.shape, widths=[128], bits=16, decoder_widths=decoder_widths)
+    aezoo.Trainer(m, digits, aezoo.TrainConfig(epochs=epochs, batch_size=64, progress=False), run_dir=None).fit()
     from aezoo.apps.index import encode_codes
 
     bits, _ = encode_codes(m, digits.test.x)
