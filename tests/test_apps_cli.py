@@ -97,6 +97,7 @@ def test_report_sections(runs):
         for section in ("Training", "Reconstructions", "Codes", "Model card", "Test metrics"):
             assert f"<h2>{section}</h2>" in html or f"<h3>{section}</h3>" in html
         assert ("Restoration (gaussian:0.2)" in html) == (name == "denoise")
+        assert ("<h2>Interpolations</h2>" in html) == (name == "ae")  # a skip-connected dae cannot decode codes
         assert "src=\"http" not in html and "<script" not in html  # self-contained
 
 

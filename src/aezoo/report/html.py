@@ -118,7 +118,8 @@ def run_sections(run_dir: Path, model, dataset) -> list[str]:
 
 
 def generative_sections(model, dataset) -> list[str]:
-    """Samples (models with a prior), interpolations (every model), traversals (low-dimensional priors)."""
+    """Samples (models with a prior), interpolations (models that decode a code alone), traversals
+    (low-dimensional priors)."""
     from ..apps.generate import grid_of, interpolation_rows, sample_images, traversal_rows
     from .grid import image_grid, to_images
 
@@ -128,10 +129,11 @@ def generative_sections(model, dataset) -> list[str]:
     if model.can_sample:
         out.append("<h2>Samples</h2>" + figure(pil_png(grid_of(sample_images(model, 64), dataset.shape, "image", 8)),
                                                "64 samples from the prior (temperature 1)."))
-    rows, labels = interpolation_rows(model, dataset.test.x, 4, 10, "both")
-    out.append("<h2>Interpolations</h2>" + figure(
-        pil_png(image_grid([to_images(r, dataset.shape, "image") for r in rows])),
-        "Between pairs of test items, endpoints included; rows alternate linear and spherical paths in code space."))
+    if model.decodes_codes:
+        rows, labels = interpolation_rows(model, dataset.test.x, 4, 10, "both")
+        out.append("<h2>Interpolations</h2>" + figure(
+            pil_png(image_grid([to_images(r, dataset.shape, "image") for r in rows])),
+            "Between pairs of test items, endpoints included; rows alternate linear and spherical paths in code space."))
     if model.can_sample and getattr(model.config, "latent_dim", 0) and model.config.latent_dim <= 10:
         t = traversal_rows(model)
         out.append("<h2>Latent traversals</h2>" + figure(
