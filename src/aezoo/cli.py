@@ -30,6 +30,11 @@ def _run_data_split(p: argparse.ArgumentParser, split: bool = True) -> None:
         p.add_argument("--split", default="test", choices=["train", "val", "test"])
 
 
+def _refine_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--refine-steps", type=int, metavar="N",
+                   help="ae: improve each code by N Adam steps through the decoder (default: the model's refine_steps, 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     top = _Parser(prog="aezoo", description="The autoencoder family: train, evaluate and use autoencoders.")
     top.add_argument("--version", action="version", version=_version())
@@ -60,8 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _run_data_split(p)
     p.add_argument("--nll-k", type=int, default=500, help="importance samples for the NLL (up to 5000; default 500)")
     p.add_argument("--nll-items", type=int, default=1000, help="items the NLL is estimated on (default 1000)")
-    p.add_argument("--refine-steps", type=int, metavar="N",
-                   help="ae: improve each code by N Adam steps through the decoder (default: the model's refine_steps, 0)")
+    _refine_arg(p)
     _common(p)
     p.set_defaults(func=cmd_eval)
 
@@ -70,8 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _run_data_split(p)
     p.add_argument("--out", required=True, help="output .npy file")
     p.add_argument("--labels-out", help="also save the split's labels to this .npy file")
-    p.add_argument("--refine-steps", type=int, metavar="N",
-                   help="ae: improve each code by N Adam steps through the decoder (default: the model's refine_steps, 0)")
+    _refine_arg(p)
     _common(p)
     p.set_defaults(func=cmd_embed)
 
@@ -80,8 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     _run_data_split(p)
     p.add_argument("--out", required=True, help="output image (.png or .jpg)")
     p.add_argument("-n", type=int, default=12, help="number of items (default 12)")
-    p.add_argument("--refine-steps", type=int, metavar="N",
-                   help="ae: improve each code by N Adam steps through the decoder (default: the model's refine_steps, 0)")
+    _refine_arg(p)
     _common(p)
     p.set_defaults(func=cmd_reconstruct)
 

@@ -183,9 +183,8 @@ def open_run(run_dir: str, data_spec: str | None, data_dir: str | None, progress
     if refine_steps is not None:
         if model.name != "ae":
             raise UserError(f"--refine-steps applies to ae models; {run_dir} holds a {model.name}")
-        if refine_steps < 0:
-            raise UserError(f"--refine-steps must be >= 0, got {refine_steps}")
         model.config.refine_steps = refine_steps
+        model.config.validate()  # the config's own check of the value
     if data_spec is None:
         run = Path(run_dir) / "run.json"
         if not run.is_file():
