@@ -205,7 +205,8 @@ def test_noise_code_trains_noisy_and_evaluates_clean():
 
 
 def test_multinomial_loss_is_the_word_count_weighted_log_softmax():
-    m = aezoo.create("hash", input_shape=(5,), data_kind="text", widths=[4], bits=8, norm="none")
+    m = aezoo.create("hash", input_shape=(5,), data_kind="text", widths=[4], bits=8, norm="none", text_input="counts")
+    assert m.config.resolved_likelihood == "multinomial"
     m.eval()
     x = torch.tensor([[2.0, 0, 1, 0, 0], [0, 0, 0, 3, 1]])
     out = m.loss(Batch(x), "main", 0)
@@ -213,6 +214,99 @@ def test_multinomial_loss_is_the_word_count_weighted_log_softmax():
     want = -(x * p.log()).sum(1).mean()
     assert torch.allclose(out.loss, want, atol=1e-5)
     assert torch.allclose(m(x).sum(1), x.sum(1))  # reconstruction keeps the document length
+
+
+def test_tfidf_text_input_and_its_squared_error_loss():
+    """Default text input: counts x IDF (from the training documents, sklearn's smooth formula), scaled to
+    length 10; the decoder reconstructs that vector; reconstructions come back as expected counts."""
+    from aezoo.data import Split
+
+    counts = torch.tensor([[2.0, 0, 1, 0, 0], [0, 0, 0, 3, 1], [1, 1, 0, 0, 0], [0, 0, 4, 0, 0]])
+    m = aezoo.create("hash", input_shape=(5,), data_kind="text", widths=[4], bits=8, norm="none", neighbours=0)
+    assert m.config.resolved_likelihood == "gaussian"
+    m.prepare(Split(counts))
+    df = (counts > 0).sum(0).double()
+    idf = torch.log((1 + 4) / (1 + df)) + 1
+    assert torch.allclose(m.idf.double(), idf)
+    x = counts[:2]
+    t = x * idf.float()
+    t = 10 * t / t.norm(dim=1, keepdim=True)
+    assert torch.allclose(m.input_features(x), t, atol=1e-5)
+    m.eval()
+    out = m.loss(Batch(x), "main", 0)
+    want = (m.decoder_output(torch.sigmoid(m.code_logits(x))) - t).square().sum(1).mean()
+    assert torch.allclose(out.loss, want, atol=1e-4)
+    rec = m(x)
+    assert (rec >= 0).all() and torch.allclose(rec.sum(1), x.sum(1))
+    # the IDF weights are saved with the model
+    assert "idf" in m.state_dict()
+
+
+def test_nearest_neighbours_leave_out_the_item_itself_and_match_brute_force():
+    from aezoo.models.hashing import nearest_neighbours
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 6)).astype(np.float32)
+    x[1] = x[0]  # an exact duplicate: each is the other's nearest neighbour, never itself
+    nb = nearest_neighbours(x, 5, dims=6)  # dims >= D: no PCA, plain cosine
+    assert nb.shape == (200, 5) and nb.dtype == np.int64
+    assert (nb != np.arange(200)[:, None]).all()
+    assert nb[0, 0] == 1 and nb[1, 0] == 0
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sim = u @ u.T
+    np.fill_diagonal(sim, -np.inf)
+    want = np.argsort(-sim, axis=1)[:, :5]
+    agree = np.mean([set(a) == set(b) for a, b in zip(nb[2:], want[2:])])
+    assert agree > 0.99
+    low = nearest_neighbours(x, 3, dims=2)  # through FAISS's PCA to 2 dimensions
+    assert low.shape == (200, 3) and (low != np.arange(200)[:, None]).all()
+    with pytest.raises(UserError, match="at least 2"):
+        nearest_neighbours(x[:1], 3, dims=2)
+
+
+def test_neighbour_reconstruction_adds_the_neighbours_loss_in_training_only():
+    from aezoo.data import Split
+
+    rng = np.random.default_rng(0)
+    counts = torch.from_numpy(rng.poisson(1.0, (40, 12)).astype(np.float32))
+    m = aezoo.create("hash", input_shape=(12,), data_kind="text", widths=[8], bits=8, norm="none",
+                     noise_std=0.0, balance=False, neighbours=1, neighbour_dims=4, neighbour_weight=0.5)
+    m.prepare(Split(counts))
+    table = m._neighbours
+    assert table.shape == (40, 1) and (table[:, 0] != torch.arange(40)).all()
+    idx = torch.tensor([3, 7, 11])
+    m.train()
+    out = m.loss(Batch(counts[idx], index=idx), "main", 0)
+    dec = m.decoder_output(torch.sigmoid(m.code_logits(counts[idx])))
+    own = (dec - m.input_features(counts[idx])).square().sum(1).mean()
+    nbr = (dec - m.input_features(counts[table[idx, 0]])).square().sum(1).mean()
+    assert torch.allclose(out.loss, own + 0.5 * nbr, atol=1e-4)
+    assert torch.allclose(out.metrics["neighbour_loss"], nbr, atol=1e-4)
+    m.eval()  # validation: no neighbours (the batch is not from the training split)
+    assert torch.allclose(m.loss(Batch(counts[idx], index=idx), "main", 0).loss, own, atol=1e-4)
+    assert aezoo.create("hash", input_shape=(1, 8, 8)).config.resolved_neighbours == 0  # images: off by default
+    with pytest.raises(UserError, match="neighbours must be >= 0"):
+        aezoo.create("hash", input_shape=(12,), data_kind="text", neighbours=-1)
+
+
+def test_text_hash_with_neighbours_resumes_exactly(tmp_path):
+    """The neighbour table is rebuilt on resume and the neighbour draws come from the restored RNG."""
+    ds = data.load(f"text:{SLICE}?vocab=200")
+
+    def make():
+        return aezoo.create("hash", input_shape=ds.shape, data_kind="text", widths=[32], bits=8,
+                            vocabulary=ds.meta["vocabulary"])
+
+    base = dict(epochs=2, batch_size=32, seed=3, progress=False, checkpoint_every=0)
+    full = make()
+    aezoo.Trainer(full, ds, aezoo.TrainConfig(**base), tmp_path / "full").fit()
+    part = make()
+    aezoo.Trainer(part, ds, aezoo.TrainConfig(**base, max_minutes=1e-9), tmp_path / "part").fit()
+    resumed = make()
+    aezoo.Trainer(resumed, ds, aezoo.TrainConfig(**base), tmp_path / "part").fit(resume=True)
+    a, b = full.state_dict(), resumed.state_dict()
+    assert full.config.resolved_neighbours == 10 and "idf" in a
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("decoder_widths,epochs", [(None, 30), ((), 60)])  # the paper's mirrored decoder; linear

@@ -10,10 +10,12 @@ import torch
 
 @dataclass
 class Batch:
-    """One minibatch: inputs ``x`` (B, *shape) and labels ``y`` (B,) when the data has them."""
+    """One minibatch: inputs ``x`` (B, *shape), labels ``y`` (B,) when the data has them, and ``index``
+    (B,), the items' positions in their split (a model that prepared per-item tables looks them up)."""
 
     x: torch.Tensor
     y: torch.Tensor | None = None
+    index: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]

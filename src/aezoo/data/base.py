@@ -94,7 +94,7 @@ def batches(
     stop = (n // batch_size) * batch_size if drop_last else n
     for i in range(start * batch_size, stop, batch_size):
         idx = order[i : i + batch_size]
-        yield Batch(split.x[idx], None if split.y is None else split.y[idx])
+        yield Batch(split.x[idx], None if split.y is None else split.y[idx], idx)
 
 
 def num_batches(n: int, batch_size: int, drop_last: bool) -> int:

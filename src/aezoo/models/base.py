@@ -85,6 +85,12 @@ class Autoencoder(nn.Module):
         that also need the encoder's skip features."""
         return True
 
+    def prepare(self, train) -> None:
+        """Called by the trainer before the first step of a run (fresh or resumed) with the training
+        :class:`~aezoo.data.Split`: fit data-dependent state that gradients do not learn (statistics,
+        neighbour tables). It must be deterministic and draw no random numbers, so that a resumed run
+        matches an uninterrupted one; buffers it sets are saved with the model. Nothing by default."""
+
     def attach(self, directory: Path) -> None:
         """Called by :func:`load_model` after the weights are in: load companion files of the run
         (e.g. a separately trained prior). Nothing by default."""

@@ -39,6 +39,8 @@ precision within radius 2): mirrored decoder 0.726 / 0.414 / 0.755, linear 0.718
 from __future__ import annotations
 
 import math
+
+import numpy as np
 from dataclasses import dataclass
 from typing import Literal
 
@@ -66,7 +68,11 @@ class HashConfig(ModelConfig):
     binarize: Literal["noise", "straight_through"] = "noise"  # how training forces binary codes
     noise_std: float = 8.0  # binarize=noise: std of the Gaussian noise on the code logits (paper: 4)
     balance: bool = True  # batch-normalise the code logits without a shift (then a learned scale): no dead bits
-    likelihood: Literal["auto", "bernoulli", "gaussian", "multinomial"] = "auto"  # auto: by data kind
+    likelihood: Literal["auto", "bernoulli", "gaussian", "multinomial"] = "auto"  # auto: by data kind and text_input
+    text_input: Literal["tfidf", "counts"] = "tfidf"  # text: TF-IDF vectors (L2-normalised) or log(1 + counts)
+    neighbours: int | None = None  # each item also reconstructs one of its k nearest neighbours; None: 10 for text, else 0
+    neighbour_dims: int = 32  # neighbours are found by cosine similarity after PCA to this many dimensions
+    neighbour_weight: float = 1.0  # weight of the neighbour's reconstruction in the loss
 
     def validate(self) -> None:
         super().validate()
@@ -76,6 +82,12 @@ class HashConfig(ModelConfig):
             raise UserError("noise_std must not be negative")
         if self.arch == "conv" and (self.data_kind != "image" or len(self.input_shape) != 3):
             raise UserError("arch=conv needs image data (C, H, W); use arch=mlp")
+        if self.neighbours is not None and self.neighbours < 0:
+            raise UserError("neighbours must be >= 0 (0: no neighbour reconstruction)")
+        if self.neighbour_dims < 1:
+            raise UserError("neighbour_dims must be >= 1")
+        if self.neighbour_weight < 0:
+            raise UserError("neighbour_weight must not be negative")
         lik = self.resolved_likelihood
         if lik == "bernoulli" and self.data_kind != "image":
             raise UserError("likelihood=bernoulli needs values in [0, 1] (image data)")
@@ -86,14 +98,24 @@ class HashConfig(ModelConfig):
     def resolved_likelihood(self) -> str:
         if self.likelihood != "auto":
             return self.likelihood
-        return {"image": "bernoulli", "text": "multinomial"}.get(self.data_kind, "gaussian")
+        if self.data_kind == "text":
+            return "gaussian" if self.text_input == "tfidf" else "multinomial"
+        return "bernoulli" if self.data_kind == "image" else "gaussian"
+
+    @property
+    def resolved_neighbours(self) -> int:
+        if self.neighbours is not None:
+            return self.neighbours
+        return 10 if self.data_kind == "text" else 0
 
 
 @register("hash")
 class SemanticHash(Autoencoder):
     Config = HashConfig
     PRESETS = {"salakhutdinov2009": {"arch": "mlp", "widths": [500, 500], "decoder_widths": None, "bits": 128,
-                                     "binarize": "noise", "noise_std": 4.0}}
+                                     "binarize": "noise", "noise_std": 4.0, "text_input": "counts",
+                                     "neighbours": 0}}
+    TFIDF_NORM = 10.0  # length of a TF-IDF input vector (unit length makes the squared errors tiny)
 
     def __init__(self, config: HashConfig):
         super().__init__(config)
@@ -112,13 +134,44 @@ class SemanticHash(Autoencoder):
         if c.balance:
             self.code_norm = nn.BatchNorm1d(c.bits, affine=False)
             self.code_scale = nn.Parameter(torch.full((c.bits,), c.noise_std or 1.0))
+        if c.data_kind == "text" and c.text_input == "tfidf":
+            # inverse document frequencies of the training documents, set by prepare() and saved with the model
+            self.register_buffer("idf", torch.ones(d))
+        self._neighbours: torch.Tensor | None = None  # (N, k) positions in the training split; not saved
+        self._train_x: torch.Tensor | None = None
+
+    # --- data-dependent state ---------------------------------------------------------------------
+    @torch.no_grad()
+    def prepare(self, train) -> None:
+        """IDF weights of the training documents (text, ``text_input="tfidf"``) and, when neighbour
+        reconstruction is on, each training item's ``neighbours`` nearest training items."""
+        from sklearn.feature_extraction.text import TfidfTransformer
+
+        c = self.config
+        if hasattr(self, "idf"):
+            idf = TfidfTransformer().fit(train.x.numpy()).idf_  # smooth idf: ln((1 + n) / (1 + df)) + 1
+            self.idf.copy_(torch.from_numpy(idf).to(self.idf))
+        k = c.resolved_neighbours
+        self._neighbours, self._train_x = None, None
+        if k and c.neighbour_weight > 0:
+            feats = torch.cat([self.input_features(train.x[i : i + 4096].to(self.device)).cpu()
+                               for i in range(0, len(train), 4096)])
+            self._neighbours = torch.from_numpy(nearest_neighbours(feats.numpy(), k, c.neighbour_dims))
+            self._train_x = train.x
+
+    def input_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D): what the encoder reads (and, for TF-IDF text, what the decoder reconstructs)."""
+        c = self.config
+        if c.data_kind == "text":
+            if c.text_input == "counts":
+                return torch.log1p(x)
+            return F.normalize(x * self.idf, dim=-1) * self.TFIDF_NORM
+        return x.flatten(1) if c.arch == "mlp" else x
 
     # --- codes ------------------------------------------------------------------------------------
     def code_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, bits): the code units' total input; bit i is 1 where it is above 0."""
-        if self.config.data_kind == "text":
-            x = torch.log1p(x)
-        h = self.encoder(x.flatten(1) if self.config.arch == "mlp" else x).float()
+        h = self.encoder(self.input_features(x)).float()
         return self.code_norm(h) * self.code_scale if self.config.balance else h
 
     def codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,17 +187,24 @@ class SemanticHash(Autoencoder):
         return self.decoder(z).view(-1, *self.config.input_shape)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """The reconstruction's mean: pixels, values, or expected word counts (document length 1: word
-        probabilities)."""
+        """The reconstruction: pixels, values, or for text the words' proportions (expected counts of a
+        one-word document). A TF-IDF reconstruction becomes proportions by dividing out the IDF weights
+        (negative values clipped to 0)."""
         out = self.decoder_output(z)
-        lik = self.config.resolved_likelihood
+        c = self.config
+        lik = c.resolved_likelihood
         if lik == "bernoulli":
             return torch.sigmoid(out)
-        return torch.softmax(out, dim=-1) if lik == "multinomial" else out
+        if lik == "multinomial":
+            return torch.softmax(out, dim=-1)
+        if c.data_kind == "text" and c.text_input == "tfidf":
+            tf = (out / self.idf).clamp_min(0)
+            return tf / tf.sum(-1, keepdim=True).clamp_min(1e-12)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rec = self.decode(self.encode(x).z)
-        if self.config.resolved_likelihood == "multinomial":  # expected counts for the document's length
+        if self.config.data_kind == "text":  # expected counts for the document's length
             rec = rec * x.sum(-1, keepdim=True)
         return rec
 
@@ -159,18 +219,34 @@ class SemanticHash(Autoencoder):
             logits = logits + c.noise_std * torch.randn_like(logits)
         return torch.sigmoid(logits)
 
+    def reconstruction_nll(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(N,) negative log-likelihood (or squared error) of items ``x`` under decoder outputs ``out``."""
+        c = self.config
+        lik = c.resolved_likelihood
+        if lik == "bernoulli":
+            return bernoulli_nll(out, x)
+        if lik == "multinomial":
+            return -(x * F.log_softmax(out.float(), dim=-1)).sum(-1)
+        if c.data_kind == "text":  # the TF-IDF vector (or log counts) the encoder reads
+            x = self.input_features(x)
+        return squared_error(out, x.reshape(out.shape))
+
     def loss(self, batch: Batch, phase: str, step: int) -> LossOutput:
         x = batch.x
         logits = self.code_logits(x)
         out = self.decoder_output(self.train_code(logits))
-        lik = self.config.resolved_likelihood
-        if lik == "bernoulli":
-            nll = bernoulli_nll(out, x)
-        elif lik == "multinomial":
-            nll = -(x * F.log_softmax(out.float(), dim=-1)).sum(-1)
-        else:
-            nll = squared_error(out, x)
+        nll = self.reconstruction_nll(out, x)
         loss = nll.mean()
+        extra = {}
+        if self.training and self._neighbours is not None and batch.index is not None:
+            # Neighbour reconstruction: the code of an item must also reconstruct a random one of its nearest
+            # neighbours, so similar items are pushed towards the same code.
+            table = self._neighbours[batch.index.cpu()]
+            pick = torch.randint(table.shape[1], (len(table),), device="cpu")
+            x_nbr = self._train_x[table[torch.arange(len(table)), pick]].to(x.device, x.dtype)
+            nbr_nll = self.reconstruction_nll(out, x_nbr).mean()
+            loss = loss + self.config.neighbour_weight * nbr_nll
+            extra["neighbour_loss"] = nbr_nll.detach()
         with torch.no_grad():
             p = torch.sigmoid(logits)
             metrics = {"loss": loss.detach(),
@@ -178,6 +254,31 @@ class SemanticHash(Autoencoder):
                        "code_binary_gap": torch.minimum(p, 1 - p).mean(),
                        # 1 - |2 * (fraction of ones) - 1| per bit, averaged: 1 when every bit is balanced, 0 when constant
                        "bit_balance": (1 - (2 * (logits > 0).float().mean(0) - 1).abs()).mean()}
-            if lik == "multinomial":  # per-word perplexity of the reconstruction
+            if self.config.resolved_likelihood == "multinomial":  # per-word perplexity of the reconstruction
                 metrics["perplexity"] = torch.exp(nll.sum() / x.sum().clamp_min(1))
+            metrics.update(extra)
         return LossOutput(loss, metrics)
+
+
+def nearest_neighbours(features: np.ndarray, k: int, dims: int) -> np.ndarray:
+    """(N, k) int64: for each row of ``features`` (N, D), the k most similar other rows by cosine
+    similarity after PCA to ``dims`` dimensions (FAISS: ``PCAMatrix``, then exact inner-product search of
+    the L2-normalised projections). The row itself is left out, even when it has duplicates."""
+    import faiss
+
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    n, d = x.shape
+    k = min(k, n - 1)
+    if k < 1:
+        raise UserError("neighbour reconstruction needs at least 2 training items")
+    if dims < d:
+        pca = faiss.PCAMatrix(d, dims)
+        pca.train(x)
+        x = pca.apply(x)
+    faiss.normalize_L2(x)
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    _, found = index.search(x, k + 1)
+    not_self = found != np.arange(n)[:, None]
+    order = np.argsort(~not_self, axis=1, kind="stable")  # the row itself (if found) moves to the end
+    return np.take_along_axis(found, order, axis=1)[:, :k].astype(np.int64)

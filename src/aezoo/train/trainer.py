@@ -198,7 +198,7 @@ class Trainer:
         if self.device.type == "cpu":
             return batch
         y = None if batch.y is None else batch.y.to(self.device, non_blocking=True)
-        return Batch(batch.x.to(self.device, non_blocking=True), y)
+        return Batch(batch.x.to(self.device, non_blocking=True), y, batch.index)
 
     # --- the loop --------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
@@ -219,6 +219,9 @@ class Trainer:
             for m in self.model.modules():
                 if hasattr(m, "reset_parameters") and m is not self.model:
                     m.reset_parameters()
+        # Data-dependent state that gradients do not learn (e.g. a hash model's neighbour table). It is
+        # deterministic and draws no random numbers, so a resumed run rebuilds what the first run had.
+        self.model.prepare(self.data.train)
         self.model.train()
         log = MetricsLog(self.run_dir / "metrics.jsonl" if self.run_dir else None, state["step"] if resume else None)
         self._write_run_json(state, finished=False)
