@@ -14,10 +14,12 @@ within radius 2 counts as 0).
 - Baselines, each from FAISS, at the same code lengths: random-projection LSH (``IndexLSH`` with random
   rotation, on centred data), PCA then sign (``PCAMatrix``), ITQ (``ITQTransform``, Gong & Lazebnik 2011).
   Ceiling: exact k-NN of the float vectors (pixels: Euclidean; TF-IDF: cosine).
-- aezoo ``hash`` (default settings: the paper's noise binarisation, a linear decoder), one model per code
-  length trained for ``--epochs`` on images and ``--text-epochs`` on text (Adam 1e-3, batch 128, cosine
-  decay); at 32 bits also ``binarize=straight_through`` and the paper's mirrored MLP decoder
-  (``decoder_widths=None``), the alternatives, for the docstring's choices.
+- aezoo ``hash`` (default settings: the paper's noise binarisation, a linear decoder; text: TF-IDF in and
+  out, neighbour reconstruction), one model per code length trained for ``--epochs`` on images and
+  ``--text-epochs`` on text (Adam 1e-3, batch 128, cosine decay); at 32 bits also the alternatives, for
+  the docstring's choices: ``binarize=straight_through``, the paper's mirrored MLP decoder
+  (``decoder_widths=None``), and neighbour reconstruction off (text) or on (images), and the paper's text
+  model (log counts in, multinomial out).
 Prints one table per dataset and writes bench/results/hashing.json.
 """
 
@@ -88,6 +90,12 @@ def run_dataset(name: str, ds, base_train: np.ndarray, base_q: np.ndarray, base_
     if 32 in a.bits:
         variants.append(("aezoo hash (straight-through)", {"binarize": "straight_through"}, [32]))
         variants.append(("aezoo hash (mirrored MLP decoder, as the paper)", {"decoder_widths": None}, [32]))
+        if ds.kind == "text":
+            variants.append(("aezoo hash (no neighbour reconstruction)", {"neighbours": 0}, [32]))
+            variants.append(("aezoo hash (log counts in, multinomial out, no neighbours: as the paper)",
+                             {"text_input": "counts", "neighbours": 0}, [32]))
+        else:
+            variants.append(("aezoo hash (with neighbour reconstruction, 10 neighbours)", {"neighbours": 10}, [32]))
     epochs = a.text_epochs if ds.kind == "text" else a.epochs
     for label, over, bit_list in variants:
         rows[label] = {}
