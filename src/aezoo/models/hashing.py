@@ -8,10 +8,11 @@ network learns to saturate its code units. At use, bit i is 1 when its logit is 
 alternative ``binarize="straight_through"`` uses the hard bits in the forward pass and the sigmoid's
 gradient in the backward pass (Bengio et al. 2013).
 
-Default ``binarize="noise"``, the paper's method: bench/hashing.py measured both at 32 bits, and noise
-was better on every measure on both datasets (Fashion-MNIST precision@100 / mAP / precision within
-radius 2: 0.726 / 0.414 / 0.755 against 0.709 / 0.317 / 0.626; Debian descriptions: 0.330 / 0.173 /
-0.361 against 0.297 / 0.136 / 0.237).
+Default ``binarize="noise"``, the paper's method: bench/hashing.py measured both at 32 bits. On
+Fashion-MNIST noise was better on every measure (precision@100 / mAP / precision within radius 2: 0.713
+/ 0.509 / 0.697 against 0.709 / 0.456 / 0.675); on the Debian descriptions (TF-IDF, neighbours) the two
+tie on precision and noise has the better mAP (0.438 / 0.305 / 0.441 against 0.440 / 0.290 / 0.445; with
+the paper's count model noise led everywhere, 0.330 / 0.173 / 0.361 against 0.297 / 0.136 / 0.237).
 
 Text (word counts over a vocabulary). Default ``text_input="tfidf"``: the encoder reads each document's
 TF-IDF vector (counts times the training documents' inverse document frequencies, scaled to length 10:
@@ -30,9 +31,12 @@ similar items are pushed towards the same code. After NbrReg (Chaidaroon, Ebesu 
 PairRec (Hansen et al., SIGIR 2021), which reconstruct neighbours found by BM25; we search a PCA space
 because on our text corpus, neighbours there share the query's label more often (0.58 of the 10 nearest,
 against 0.46 for cosine on the full TF-IDF vectors). Measured on the Debian descriptions, 32 bits
-(precision@100 / mAP / precision within radius 2, bench/hashing.py): the paper's counts model 0.380 /
-0.218 / 0.380; TF-IDF in and out 0.427 / 0.290 / 0.433; with neighbour reconstruction 0.451 / 0.319 /
-0.444 (neighbours from the full TF-IDF vectors instead: no gain). See BENCHMARKS.md for every length.
+(precision@100 / mAP / precision within radius 2, bench/hashing.py, one run each): the paper's counts
+model 0.380 / 0.218 / 0.380; TF-IDF in and out 0.440 / 0.291 / 0.443; with neighbour reconstruction
+(default) 0.438 / 0.305 / 0.441. So TF-IDF brings the precision, neighbours the mAP; in exploratory runs
+neighbours found by cosine on the full TF-IDF vectors brought nothing. On Fashion-MNIST, 10 neighbours
+changed nothing (0.710 / 0.515 / 0.697 against 0.713 / 0.509 / 0.697), hence off for images. See
+BENCHMARKS.md for every length.
 Images: Bernoulli likelihood (pixels in [0, 1]); other vectors: squared error.
 
 Defaults: the paper's 20-Newsgroups encoder, 2000-500-500-``bits``. Differences: ReLU hidden units with
