@@ -219,7 +219,7 @@ class HashIndex:
         elif self.kind == "multihash":
             self._index.nflip = radius // self.nhash
         lims, dist, pos = self._index.range_search(q, radius + 1)  # FAISS: distances strictly below
-        # Nearest first, ties by position: sort one integer key, distance * n + position, per query (5x
+        # Nearest first, ties by position: sort one integer key, distance * n + position, per query (4x
         # faster than a lexsort of the pair when a query finds thousands of items), then split it again.
         n = len(self)
         key = dist.astype(np.int64) * n + pos
