@@ -204,6 +204,50 @@ def test_noise_code_trains_noisy_and_evaluates_clean():
     assert torch.equal(m.train_code(logits), torch.full((1000, 8), 0.5))
 
 
+def test_whitening_decorrelates_in_training_and_uses_running_statistics_in_eval():
+    from aezoo.models.hashing import Whitening
+
+    g = torch.Generator().manual_seed(0)
+    mix = torch.tensor([[2.0, 0, 0], [1.5, 0.5, 0], [0, 0, 3.0]])  # correlated columns
+    w = Whitening(3, momentum=0.5)
+    x = torch.randn(4000, 3, generator=g) @ mix + torch.tensor([1.0, -2.0, 0.5])
+    x.requires_grad_(True)
+    y = w(x)
+    c = torch.cov(x.detach().T.double(), correction=0)
+    want = c @ torch.linalg.inv(c + 1e-3 * torch.eye(3, dtype=torch.float64))  # C (C + eps I)^-1: ~identity
+    assert torch.allclose(y.detach().mean(0), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(torch.cov(y.detach().T.double(), correction=0), want, atol=1e-4)
+    assert torch.allclose(want, torch.eye(3, dtype=torch.float64), atol=1e-2)
+    y[:, 0].sum().backward()  # gradients reach the input through the eigendecomposition
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    for _ in range(30):  # running statistics converge to the batch's
+        w(x.detach())
+    w.eval()
+    assert torch.allclose(w(x.detach()), y.detach(), atol=1e-3)
+    w.train()
+    with pytest.raises(UserError, match="at least 2"):
+        w(torch.zeros(1, 3))
+
+
+def test_defaults_depend_on_the_data_and_the_code_length():
+    """TF-IDF text: a linear encoder (a binary autoencoder), and up to 16 bits whitened codes with noise std
+    2; images keep the paper's 500-500 encoder and per-bit batch norm with noise std 8."""
+    from aezoo.models.hashing import Whitening
+
+    short = aezoo.create("hash", input_shape=(50,), data_kind="text", bits=16)
+    assert isinstance(short.code_norm, Whitening) and short.config.resolved_noise_std == 2.0
+    assert short.config.resolved_widths == () and len(short.encoder) == 1
+    long = aezoo.create("hash", input_shape=(50,), data_kind="text", bits=32)
+    assert isinstance(long.code_norm, torch.nn.BatchNorm1d) and long.config.resolved_noise_std == 8.0
+    img = aezoo.create("hash", input_shape=(1, 8, 8), bits=16)
+    assert isinstance(img.code_norm, torch.nn.BatchNorm1d) and img.config.resolved_widths == (500, 500)
+    paper = aezoo.create("hash", input_shape=(50,), data_kind="text", preset="salakhutdinov2009")
+    assert paper.config.resolved_widths == (500, 500) and not paper.config.resolved_whiten
+    assert aezoo.create("hash", input_shape=(50,), data_kind="text", bits=16, noise_std=5.0).config.resolved_noise_std == 5.0
+    with pytest.raises(UserError, match="needs balance=true"):
+        aezoo.create("hash", input_shape=(50,), data_kind="text", whiten=True, balance=False)
+
+
 def test_multinomial_loss_is_the_word_count_weighted_log_softmax():
     m = aezoo.create("hash", input_shape=(5,), data_kind="text", widths=[4], bits=8, norm="none", text_input="counts")
     assert m.config.resolved_likelihood == "multinomial"

@@ -82,14 +82,15 @@ from .base import Autoencoder, ModelConfig
 class HashConfig(ModelConfig):
     bits: int = 32  # code length, 8 to 128
     arch: Literal["mlp", "conv"] = "mlp"  # conv: image data
-    widths: tuple[int, ...] = (500, 500)  # the paper's 2000-500-500-bits encoder
+    widths: tuple[int, ...] | None = None  # encoder hidden layers; None: (500, 500) as the paper, () for TF-IDF text
     decoder_widths: tuple[int, ...] | None = ()  # decoder hidden layers; (): linear (default), None: mirror widths
     channels: tuple[int, ...] = (32, 64)  # conv: channels of each stride-2 stage
     activation: str = "relu"
     norm: Literal["none", "batch", "layer"] = "batch"
     binarize: Literal["noise", "straight_through"] = "noise"  # how training forces binary codes
-    noise_std: float = 8.0  # binarize=noise: std of the Gaussian noise on the code logits (paper: 4)
+    noise_std: float | None = None  # binarize=noise: std of the noise on the code logits (paper: 4); None: 8, 2 if whitened
     balance: bool = True  # batch-normalise the code logits without a shift (then a learned scale): no dead bits
+    whiten: bool | None = None  # balance by ZCA whitening instead (decorrelated bits); None: TF-IDF text up to 16 bits
     likelihood: Literal["auto", "bernoulli", "gaussian", "multinomial"] = "auto"  # auto: by data kind and text_input
     text_input: Literal["tfidf", "counts"] = "tfidf"  # text: TF-IDF vectors (L2-normalised) or log(1 + counts)
     neighbours: int | None = None  # each item also reconstructs one of its k nearest neighbours; None: 10 for text, else 0
@@ -100,8 +101,10 @@ class HashConfig(ModelConfig):
         super().validate()
         if not 8 <= self.bits <= 128:
             raise UserError(f"bits must be between 8 and 128, got {self.bits}")
-        if self.noise_std < 0:
+        if self.noise_std is not None and self.noise_std < 0:
             raise UserError("noise_std must not be negative")
+        if self.whiten and not self.balance:
+            raise UserError("whiten=true balances the bits by whitening; it needs balance=true")
         if self.arch == "conv" and (self.data_kind != "image" or len(self.input_shape) != 3):
             raise UserError("arch=conv needs image data (C, H, W); use arch=mlp")
         if self.neighbours is not None and self.neighbours < 0:
@@ -125,6 +128,29 @@ class HashConfig(ModelConfig):
         return "bernoulli" if self.data_kind == "image" else "gaussian"
 
     @property
+    def tfidf_text(self) -> bool:
+        """True for text read as TF-IDF vectors."""
+        return self.data_kind == "text" and self.text_input == "tfidf"
+
+    @property
+    def resolved_widths(self) -> tuple[int, ...]:
+        if self.widths is not None:
+            return tuple(self.widths)
+        return () if self.tfidf_text else (500, 500)
+
+    @property
+    def resolved_whiten(self) -> bool:
+        if self.whiten is not None:
+            return self.whiten
+        return self.balance and self.tfidf_text and self.bits <= 16
+
+    @property
+    def resolved_noise_std(self) -> float:
+        if self.noise_std is not None:
+            return self.noise_std
+        return 2.0 if self.resolved_whiten else 8.0
+
+    @property
     def resolved_neighbours(self) -> int:
         if self.neighbours is not None:
             return self.neighbours
@@ -144,8 +170,9 @@ class SemanticHash(Autoencoder):
         c = config
         d = math.prod(c.input_shape)
         if c.arch == "mlp":
-            self.encoder = mlp([d, *c.widths, c.bits], c.activation, norm=c.norm)
-            dec = tuple(reversed(c.widths)) if c.decoder_widths is None else tuple(c.decoder_widths)
+            widths = c.resolved_widths
+            self.encoder = mlp([d, *widths, c.bits], c.activation, norm=c.norm)
+            dec = tuple(reversed(widths)) if c.decoder_widths is None else tuple(c.decoder_widths)
             self.decoder = mlp([c.bits, *dec, d], c.activation, norm=c.norm)
         else:
             enc = ConvEncoder(tuple(c.input_shape), tuple(c.channels), c.bits, c.activation, c.norm)
@@ -154,8 +181,8 @@ class SemanticHash(Autoencoder):
                                        c.input_shape[0], c.activation, c.norm)
 
         if c.balance:
-            self.code_norm = nn.BatchNorm1d(c.bits, affine=False)
-            self.code_scale = nn.Parameter(torch.full((c.bits,), c.noise_std or 1.0))
+            self.code_norm = Whitening(c.bits) if c.resolved_whiten else nn.BatchNorm1d(c.bits, affine=False)
+            self.code_scale = nn.Parameter(torch.full((c.bits,), c.resolved_noise_std or 1.0))
         if self.reads_tfidf:
             # inverse document frequencies of the training documents, set by prepare() and saved with the model
             self.register_buffer("idf", torch.ones(d))
@@ -184,7 +211,7 @@ class SemanticHash(Autoencoder):
     @property
     def reads_tfidf(self) -> bool:
         """True for text read as TF-IDF vectors (the model then holds the training documents' IDF)."""
-        return self.config.data_kind == "text" and self.config.text_input == "tfidf"
+        return self.config.tfidf_text
 
     def input_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, D): what the encoder reads (and, for TF-IDF text, what the decoder reconstructs)."""
@@ -242,8 +269,9 @@ class SemanticHash(Autoencoder):
         if c.binarize == "straight_through":
             soft = torch.sigmoid(logits)
             return (logits > 0).to(soft.dtype) + soft - soft.detach()
-        if self.training and c.noise_std > 0:
-            logits = logits + c.noise_std * torch.randn_like(logits)
+        std = c.resolved_noise_std
+        if self.training and std > 0:
+            logits = logits + std * torch.randn_like(logits)
         return torch.sigmoid(logits)
 
     def reconstruction_nll(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -285,6 +313,37 @@ class SemanticHash(Autoencoder):
                 metrics["perplexity"] = torch.exp(nll.sum() / x.sum().clamp_min(1))
             metrics.update(extra)
         return LossOutput(loss, metrics)
+
+
+class Whitening(nn.Module):
+    """ZCA whitening of a batch of vectors: x -> (x - mean) C^(-1/2), with C the batch covariance (plus
+    ``eps`` I), so the outputs have zero mean, unit variance and no correlation. Decorrelated batch
+    normalisation (Huang et al., "Decorrelated batch normalization", CVPR 2018); gradients flow through the
+    eigendecomposition. In eval mode it applies running averages of the mean and of the whitening matrix.
+    Computed in float32, also under autocast."""
+
+    def __init__(self, dim: int, momentum: float = 0.1, eps: float = 1e-3):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.register_buffer("running_mean", torch.zeros(dim))
+        self.register_buffer("running_whiten", torch.eye(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            if not self.training:
+                return (x - self.running_mean) @ self.running_whiten
+            if len(x) < 2:
+                raise UserError("whitened codes need training batches of at least 2 items")
+            mean = x.mean(0)
+            xc = x - mean
+            cov = xc.T @ xc / len(x) + self.eps * torch.eye(x.shape[1], device=x.device)
+            eigval, eigvec = torch.linalg.eigh(cov)
+            w = (eigvec * eigval.clamp_min(1e-5).rsqrt()) @ eigvec.T
+            with torch.no_grad():
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_whiten.lerp_(w, self.momentum)
+            return xc @ w
 
 
 def nearest_neighbours(features: np.ndarray, k: int, dims: int) -> np.ndarray:
