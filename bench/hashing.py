@@ -57,6 +57,9 @@ def faiss_codes(name: str, train: np.ndarray, parts: list[np.ndarray], bits: int
     return [pack_bits(t.apply(np.ascontiguousarray(p)) > 0) for p in parts]
 
 
+METRICS = ("precision_at_k", "map", "precision_radius")
+
+
 def train_hash(ds, bits: int, epochs: int, seed: int, **overrides):
     model = aezoo.create("hash", input_shape=ds.shape, data_kind=ds.kind, bits=bits,
                          vocabulary=ds.meta.get("vocabulary", ()), **overrides)
@@ -86,28 +89,47 @@ def run_dataset(name: str, ds, base_train: np.ndarray, base_q: np.ndarray, base_
             rows[method][bits] = evaluate(cq, cdb, yq, ydb)
         print(f"[{name}] {method}: " + ", ".join(f"{b}: {rows[method][b]['map']:.3f}" for b in a.bits),
               file=sys.stderr, flush=True)
-    variants = [("aezoo hash (noise, linear decoder: default)", {}, a.bits)]
-    if 32 in a.bits:
-        variants.append(("aezoo hash (straight-through)", {"binarize": "straight_through"}, [32]))
-        variants.append(("aezoo hash (mirrored MLP decoder, as the paper)", {"decoder_widths": None}, [32]))
-        if ds.kind == "text":
-            variants.append(("aezoo hash (no neighbour reconstruction)", {"neighbours": 0}, [32]))
-            variants.append(("aezoo hash (log counts in, multinomial out, no neighbours: as the paper)",
-                             {"text_input": "counts", "neighbours": 0}, [32]))
-        else:
-            variants.append(("aezoo hash (with neighbour reconstruction, 10 neighbours)", {"neighbours": 10}, [32]))
+    default = "aezoo hash (default)"
+    variants = [(default, {}, a.bits)]
+    if ds.kind == "text":
+        if 16 in a.bits:
+            variants.append(("aezoo hash (per-bit batch norm instead of whitening)", {"whiten": False}, [16]))
+        if 32 in a.bits:
+            variants += [("aezoo hash (straight-through)", {"binarize": "straight_through"}, [32]),
+                         ("aezoo hash (whitened codes)", {"whiten": True}, [32]),
+                         ("aezoo hash (MLP encoder 500-500: the previous default)", {"widths": [500, 500]}, [32]),
+                         ("aezoo hash (no neighbour reconstruction)", {"neighbours": 0}, [32]),
+                         ("aezoo hash (the paper's model: log counts in, multinomial out, mirrored MLP, std 4)",
+                          {"text_input": "counts", "neighbours": 0, "widths": [500, 500], "decoder_widths": None,
+                           "noise_std": 4.0}, [32])]
+    elif 32 in a.bits:
+        variants += [("aezoo hash (straight-through)", {"binarize": "straight_through"}, [32]),
+                     ("aezoo hash (mirrored MLP decoder, as the paper)", {"decoder_widths": None}, [32]),
+                     ("aezoo hash (with neighbour reconstruction, 10 neighbours)", {"neighbours": 10}, [32])]
     epochs = a.text_epochs if ds.kind == "text" else a.epochs
     for label, over, bit_list in variants:
         rows[label] = {}
         for bits in bit_list:
-            model, secs, res = train_hash(ds, bits, epochs, a.seed, **over)
-            bq, _ = encode_codes(model, q_x)
-            bdb, _ = encode_codes(model, db_x)
-            m = evaluate(pack_bits(bq), pack_bits(bdb), yq, ydb)
-            m.update(train_s=secs, epochs=res.epoch, bit_balance=float(res.last_metrics.get("bit_balance", float("nan"))))
-            rows[label][bits] = m
-            print(f"[{name}] {label} {bits} bits: P@100 {m['precision_at_k']:.3f} mAP {m['map']:.3f} "
-                  f"P(r<=2) {m['precision_radius']:.3f} ({secs:.0f} s, {res.epoch} epochs)", file=sys.stderr, flush=True)
+            runs = []
+            for seed in (a.seeds if label == default else a.seeds[:1]):
+                model, secs, res = train_hash(ds, bits, epochs, seed, **over)
+                bq, _ = encode_codes(model, q_x)
+                bdb, _ = encode_codes(model, db_x)
+                m = evaluate(pack_bits(bq), pack_bits(bdb), yq, ydb)
+                m.update(seed=seed, train_s=secs, epochs=res.epoch,
+                         bit_balance=float(res.last_metrics.get("bit_balance", float("nan"))))
+                runs.append(m)
+                print(f"[{name}] {label} {bits} bits seed {seed}: P@100 {m['precision_at_k']:.3f} mAP {m['map']:.3f} "
+                      f"P(r<=2) {m['precision_radius']:.3f} ({secs:.0f} s, {res.epoch} epochs)", file=sys.stderr,
+                      flush=True)
+            # the cell: the mean over seeds; every seed's result is kept in the JSON
+            cell = {key: float(np.mean([r[key] for r in runs])) for key in METRICS}
+            cell["runs"] = runs
+            rows[label][bits] = cell
+    if len(a.seeds) > 1:
+        rows[f"range over the {len(a.seeds)} seeds of the default"] = {
+            bits: {"range": {key: (min(r[key] for r in c["runs"]), max(r[key] for r in c["runs"])) for key in METRICS}}
+            for bits, c in rows[default].items()}
     return rows
 
 
@@ -123,7 +145,12 @@ def print_table(name: str, rows: dict, bits: list[int]) -> None:
         cells = []
         for b in bits:
             m = by_bits.get(b)
-            cells.append("" if m is None else f"{m['precision_at_k']:.3f} / {m['map']:.3f} / {m['precision_radius']:.3f}")
+            if m is None:
+                cells.append("")
+            elif "range" in m:
+                cells.append(" / ".join(f"{lo:.3f}-{hi:.3f}" for lo, hi in (m["range"][key] for key in METRICS)))
+            else:
+                cells.append(" / ".join(f"{m[key]:.3f}" for key in METRICS))
         print(f"| {method} | " + " | ".join(cells) + " |")
 
 
@@ -132,14 +159,17 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", default="fmnist,text")
     ap.add_argument("--bits", default="16,32,64,128")
     ap.add_argument("--epochs", type=int, default=30, help="training epochs per image model (cosine schedule)")
-    ap.add_argument("--text-epochs", type=int, default=10, help="training epochs per text model (more overfit)")
+    ap.add_argument("--text-epochs", type=int, default=30, help="training epochs per text model")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--corpus", default=str(CORPUS))
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0,1,2", help="seeds of the default model (its cells are their mean); "
+                    "the first also seeds the alternatives and picks the text queries")
     ap.add_argument("--out", default="bench/results/hashing.json")
     a = ap.parse_args(argv)
     a.bits = [int(b) for b in a.bits.split(",")]
+    a.seeds = [int(s) for s in a.seeds.split(",")]
+    a.seed = a.seeds[0]
     torch.set_num_threads(a.threads)
     results = {}
     for name in a.datasets.split(","):
