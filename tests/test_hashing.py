@@ -230,8 +230,8 @@ def test_whitening_decorrelates_in_training_and_uses_running_statistics_in_eval(
 
 
 def test_defaults_depend_on_the_data_and_the_code_length():
-    """TF-IDF text: a linear encoder (a binary autoencoder), and up to 16 bits whitened codes with noise std
-    2; images keep the paper's 500-500 encoder and per-bit batch norm with noise std 8."""
+    """TF-IDF text: a linear encoder (a binary autoencoder); images: the paper's 500-500 encoder. Up to 16
+    bits whitened codes with noise std 2, above that per-bit batch norm with noise std 8."""
     from aezoo.models.hashing import Whitening
 
     short = aezoo.create("hash", input_shape=(50,), data_kind="text", bits=16)
@@ -240,7 +240,9 @@ def test_defaults_depend_on_the_data_and_the_code_length():
     long = aezoo.create("hash", input_shape=(50,), data_kind="text", bits=32)
     assert isinstance(long.code_norm, torch.nn.BatchNorm1d) and long.config.resolved_noise_std == 8.0
     img = aezoo.create("hash", input_shape=(1, 8, 8), bits=16)
-    assert isinstance(img.code_norm, torch.nn.BatchNorm1d) and img.config.resolved_widths == (500, 500)
+    assert isinstance(img.code_norm, Whitening) and img.config.resolved_widths == (500, 500)
+    img = aezoo.create("hash", input_shape=(1, 8, 8), bits=32)
+    assert isinstance(img.code_norm, torch.nn.BatchNorm1d) and img.config.resolved_noise_std == 8.0
     paper = aezoo.create("hash", input_shape=(50,), data_kind="text", preset="salakhutdinov2009")
     assert paper.config.resolved_widths == (500, 500) and not paper.config.resolved_whiten
     assert aezoo.create("hash", input_shape=(50,), data_kind="text", bits=16, noise_std=5.0).config.resolved_noise_std == 5.0
@@ -353,11 +355,16 @@ def test_text_hash_with_neighbours_resumes_exactly(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("decoder_widths,epochs", [(None, 30), ((), 60)])  # the paper's mirrored decoder; linear
-def test_hash_model_learns_neighbourhoods_on_digits(digits, decoder_widths, epochs):
+@pytest.mark.parametrize("decoder_widths,epochs,whiten,floor", [
+    (None, 30, False, 0.6),  # the paper's mirrored decoder, per-bit batch norm (measured 0.67)
+    ((), 60, False, 0.6),  # linear decoder (0.68)
+    ((), 60, True, 0.5),  # whitened codes, the default at 16 bits (0.57 on these 1,400 images)
+])
+def test_hash_model_learns_neighbourhoods_on_digits(digits, decoder_widths, epochs, whiten, floor):
     """Codes of a briefly trained model put same-label digits closer than different-label ones."""
     torch.manual_seed(0)
-    m = aezoo.create("hash", input_shape=digits.shape, widths=[128], bits=16, decoder_widths=decoder_widths)
+    m = aezoo.create("hash", input_shape=digits.shape, widths=[128], bits=16, decoder_widths=decoder_widths,
+                     whiten=whiten)
     aezoo.Trainer(m, digits, aezoo.TrainConfig(epochs=epochs, batch_size=64, progress=False), run_dir=None).fit()
     from aezoo.apps.index import encode_codes
 
@@ -367,7 +374,7 @@ def test_hash_model_learns_neighbourhoods_on_digits(digits, decoder_widths, epoc
     res = idx.search(bits, k=11)
     y = digits.test.y.tolist()
     prec = np.mean([np.mean([lab == str(y[q]) for lab in r.labels[1:]]) for q, r in enumerate(res)])
-    assert prec > 0.6  # chance: 0.1
+    assert prec > floor  # chance: 0.1
     assert (bits.float().mean(0) > 0.02).all() and (bits.float().mean(0) < 0.98).all()  # no dead bits
 
 

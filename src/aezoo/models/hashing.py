@@ -100,7 +100,7 @@ class HashConfig(ModelConfig):
     binarize: Literal["noise", "straight_through"] = "noise"  # how training forces binary codes
     noise_std: float | None = None  # binarize=noise: std of the noise on the code logits (paper: 4); None: 8, 2 if whitened
     balance: bool = True  # batch-normalise the code logits without a shift (then a learned scale): no dead bits
-    whiten: bool | None = None  # balance by ZCA whitening instead (decorrelated bits); None: TF-IDF text up to 16 bits
+    whiten: bool | None = None  # balance by ZCA whitening instead (decorrelated bits); None: on up to 16 bits
     likelihood: Literal["auto", "bernoulli", "gaussian", "multinomial"] = "auto"  # auto: by data kind and text_input
     text_input: Literal["tfidf", "counts"] = "tfidf"  # text: TF-IDF vectors (L2-normalised) or log(1 + counts)
     neighbours: int | None = None  # each item also reconstructs one of its k nearest neighbours; None: 10 for text, else 0
@@ -152,7 +152,7 @@ class HashConfig(ModelConfig):
     def resolved_whiten(self) -> bool:
         if self.whiten is not None:
             return self.whiten
-        return self.balance and self.tfidf_text and self.bits <= 16
+        return self.balance and self.bits <= 16
 
     @property
     def resolved_noise_std(self) -> float:
