@@ -245,7 +245,8 @@ def test_defaults_depend_on_the_data_and_the_code_length():
     assert isinstance(img.code_norm, torch.nn.BatchNorm1d) and img.config.resolved_noise_std == 8.0
     paper = aezoo.create("hash", input_shape=(50,), data_kind="text", preset="salakhutdinov2009")
     assert paper.config.resolved_widths == (500, 500) and not paper.config.resolved_whiten
-    assert aezoo.create("hash", input_shape=(50,), data_kind="text", bits=16, noise_std=5.0).config.resolved_noise_std == 5.0
+    chosen = aezoo.create("hash", input_shape=(50,), data_kind="text", bits=16, noise_std=5.0)
+    assert chosen.config.resolved_noise_std == 5.0
     with pytest.raises(UserError, match="needs balance=true"):
         aezoo.create("hash", input_shape=(50,), data_kind="text", whiten=True, balance=False)
 
