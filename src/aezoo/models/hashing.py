@@ -54,19 +54,20 @@ See BENCHMARKS.md for every length.
 Images: Bernoulli likelihood (pixels in [0, 1]); other vectors: squared error.
 
 Defaults: the paper's 20-Newsgroups encoder, 2000-500-500-``bits`` (images and other vectors; TF-IDF
-text: linear, above). Differences: ReLU hidden units with batch normalisation, trained from a random start with Adam, instead of a stack of pre-trained RBMs
-fine-tuned by conjugate gradients (no pre-training stage, minutes on a CPU). Codes of 8 to 128 bits.
-The decoder is linear by default (``decoder_widths=()``), where the paper mirrors the encoder
-(``decoder_widths=None``, preset ``salakhutdinov2009``): a linear decoder maps codes that differ in a few
-bits to similar outputs, so Hamming distance follows similarity (later text-hashing models, VDSH and
-NASH, decode with a linear softmax layer too). ``balance=True`` (default) batch-normalises the code
-logits without a shift and multiplies them by a learned per-bit scale (started at ``noise_std``): each
-bit is on for about half of a batch, so no bit is wasted on a constant (a linear decoder otherwise lets
-some bits die). Above 16 bits the noise std is 8 by default, twice the paper's 4: with balanced bits it
-keeps more neighbours within Hamming radius 2 at long codes (Fashion-MNIST, 128 bits, precision within
-radius 2: 0.176 against 0.096 with std 4 and 0.053 with std 2). Measured on Fashion-MNIST at 32 bits,
-std 4 (precision@100 / mAP / precision within radius 2): mirrored decoder 0.726 / 0.414 / 0.755, linear
-0.718 / 0.488 / 0.715, linear + balance 0.727 / 0.502 / 0.723; on the Debian descriptions (log counts, MLP encoder) 0.330 / 0.173 /
+text: linear, above). Differences: ReLU hidden units with batch normalisation, trained from a random
+start with Adam, instead of a stack of pre-trained RBMs fine-tuned by conjugate gradients (no
+pre-training stage, minutes on a CPU). Codes of 8 to 128 bits. The decoder is linear by default
+(``decoder_widths=()``), where the paper mirrors the encoder (``decoder_widths=None``, preset
+``salakhutdinov2009``): a linear decoder maps codes that differ in a few bits to similar outputs, so
+Hamming distance follows similarity (later text-hashing models, VDSH and NASH, decode with a linear
+softmax layer too). ``balance=True`` (default) batch-normalises the code logits without a shift and
+multiplies them by a learned per-bit scale (started at ``noise_std``): each bit is on for about half of a
+batch, so no bit is wasted on a constant (a linear decoder otherwise lets some bits die). Above 16 bits
+the noise std is 8 by default, twice the paper's 4: with balanced bits it keeps more neighbours within
+Hamming radius 2 at long codes (Fashion-MNIST, 128 bits, precision within radius 2: 0.176 against 0.096
+with std 4 and 0.053 with std 2). Measured on Fashion-MNIST at 32 bits, std 4 (precision@100 / mAP /
+precision within radius 2): mirrored decoder 0.726 / 0.414 / 0.755, linear 0.718 / 0.488 / 0.715, linear
++ balance 0.727 / 0.502 / 0.723; on the Debian descriptions (log counts, MLP encoder) 0.330 / 0.173 /
 0.361 (30 epochs), 0.366 / 0.192 / 0.321 and 0.371 / 0.208 / 0.354 (10 epochs). See BENCHMARKS.md for
 every code length.
 """
