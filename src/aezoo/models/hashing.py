@@ -28,13 +28,13 @@ length); preset ``salakhutdinov2009`` uses it.
 Whitened codes (``whiten``; default on up to 16 bits, off above): the code logits are ZCA-whitened over
 the batch (decorrelated batch normalisation, Huang et al., CVPR 2018) instead of batch-normalised bit by
 bit, so the bits are uncorrelated as well as balanced, and the noise std defaults to 2 instead of 8. With
-few bits, correlated bits waste code space. Measured at 16 bits (bench/hashing.py, mean of 3 seeds against
-one run with per-bit batch norm and std 8): Fashion-MNIST 0.684 / 0.444 / 0.637 against 0.641 / 0.472 /
-0.551 (the mAP drops, and stays above ITQ's 0.429); Debian descriptions 0.417 / 0.279 / 0.379 against
-0.401 / 0.280 / 0.370. At 32 bits, whitening lost on text
-(0.444 / 0.270 / 0.428 against 0.470 / 0.307 / 0.447): it gives weak directions as much weight as strong
-ones. On the 8x8 digits (1,400 training images) per-bit batch norm did better at 16 bits (10-nearest-code
-label precision 0.67 against 0.60): for small collections try ``whiten=false``.
+few bits, correlated bits waste code space. Measured at 16 bits (bench/hashing.py, mean of 3 seeds
+against one run with per-bit batch norm and std 8): Fashion-MNIST 0.684 / 0.444 / 0.637 against 0.641 /
+0.472 / 0.551 (the mAP drops, and stays above ITQ's 0.429); Debian descriptions 0.417 / 0.279 / 0.379
+against 0.401 / 0.280 / 0.370. At 32 bits, whitening lost on text (0.444 / 0.270 / 0.428 against 0.470 /
+0.307 / 0.447), presumably because it gives weak directions as much weight as strong ones. On the 8x8
+digits (1,400 training images) per-bit batch norm did better at 16 bits (10-nearest-code label precision
+0.67 against 0.60): for small collections try ``whiten=false``.
 
 Neighbour reconstruction (``neighbours=k``, default 10 for text, off for other data): before training,
 each training item's k nearest training items are found by cosine similarity of its encoder input after
@@ -143,7 +143,7 @@ class HashConfig(ModelConfig):
 
     @property
     def tfidf_text(self) -> bool:
-        """True for text read as TF-IDF vectors."""
+        """True for text read as TF-IDF vectors (the model then holds the training documents' IDF)."""
         return self.data_kind == "text" and self.text_input == "tfidf"
 
     @property
@@ -197,7 +197,7 @@ class SemanticHash(Autoencoder):
         if c.balance:
             self.code_norm = Whitening(c.bits) if c.resolved_whiten else nn.BatchNorm1d(c.bits, affine=False)
             self.code_scale = nn.Parameter(torch.full((c.bits,), c.resolved_noise_std or 1.0))
-        if self.reads_tfidf:
+        if self.config.tfidf_text:
             # inverse document frequencies of the training documents, set by prepare() and saved with the model
             self.register_buffer("idf", torch.ones(d))
         self._neighbours: torch.Tensor | None = None  # (N, k) positions in the training split; not saved
@@ -211,7 +211,7 @@ class SemanticHash(Autoencoder):
         from sklearn.feature_extraction.text import TfidfTransformer
 
         c = self.config
-        if self.reads_tfidf:
+        if self.config.tfidf_text:
             idf = TfidfTransformer().fit(train.x.numpy()).idf_  # smooth idf: ln((1 + n) / (1 + df)) + 1
             self.idf.copy_(torch.from_numpy(idf).to(self.idf))
         k = c.resolved_neighbours
@@ -221,11 +221,6 @@ class SemanticHash(Autoencoder):
                                for i in range(0, len(train), 4096)])
             self._neighbours = torch.from_numpy(nearest_neighbours(feats.numpy(), k, c.neighbour_dims))
             self._train_x = train.x
-
-    @property
-    def reads_tfidf(self) -> bool:
-        """True for text read as TF-IDF vectors (the model then holds the training documents' IDF)."""
-        return self.config.tfidf_text
 
     def input_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, D): what the encoder reads (and, for TF-IDF text, what the decoder reconstructs)."""
@@ -265,7 +260,7 @@ class SemanticHash(Autoencoder):
             return torch.sigmoid(out)
         if lik == "multinomial":
             return torch.softmax(out, dim=-1)
-        if self.reads_tfidf:
+        if self.config.tfidf_text:
             tf = (out / self.idf).clamp_min(0)
             return tf / tf.sum(-1, keepdim=True).clamp_min(1e-12)
         return out
