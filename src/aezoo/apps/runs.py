@@ -18,7 +18,7 @@ from ..config import apply_overrides, from_dict, to_dict
 from ..errors import UserError
 from ..eval import reconstruct, reconstruction_metrics, restoration_metrics
 from ..io import read_json, save_image, write_json
-from ..models.base import Autoencoder, load_model, make_config
+from ..models.base import Autoencoder, load_model, make_config, saved_config
 from ..registry import get as get_model_class
 from ..report import image_grid, to_images
 from ..train import TrainConfig, Trainer
@@ -54,7 +54,7 @@ def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset
         cfg = _apply_train(cfg, {k: v for k, v in (train_overrides or {}).items() if k in allowed}, train_sets)
         dataset = dataset or data_mod.load(data_spec, data_dir, progress)
         cls = get_model_class(meta["model"])
-        model = cls(from_dict(cls.Config, meta["model_config"], f"{meta['model']} config"))
+        model = cls(saved_config(cls, meta["model_config"], f"{meta['model']} config"))
     else:
         if out_dir.exists() and any(out_dir.iterdir()):
             if not overwrite:

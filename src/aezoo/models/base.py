@@ -38,6 +38,9 @@ class ModelConfig:
     input_shape: tuple[int, ...] = (1, 28, 28)  # one item: (C, H, W) for images, (D,) for vectors
     data_kind: Literal["image", "vector", "text", "codes"] = "image"  # images: values in [0, 1]; text: word counts; codes: VQ-VAE code grids
     vocabulary: tuple[str, ...] = ()  # text: the words counted, in input order (filled from the data)
+    # Fields added after a model was first released whose default changes the weights or the training,
+    # with the value that matches what earlier versions did; a saved config without the key gets that value.
+    LEGACY_DEFAULTS: ClassVar[dict] = {}
 
     def validate(self) -> None:
         if not self.input_shape or min(self.input_shape) < 1:
@@ -129,6 +132,14 @@ def save_model(model: Autoencoder, directory: str | Path, extra: dict | None = N
     write_json(directory / "config.json", meta)
 
 
+def saved_config(cls: type[Autoencoder], values: dict, where: str = "config"):
+    """The config of a saved model. A key that is absent was saved by a version without that field, so it
+    takes the value that version used (``Config.LEGACY_DEFAULTS``), not today's default."""
+    if not isinstance(values, dict):
+        raise UserError(f"{where}: expected an object, got {type(values).__name__}")
+    return from_dict(cls.Config, {**cls.Config.LEGACY_DEFAULTS, **values}, where)
+
+
 def load_model(directory: str | Path, map_location: str | torch.device = "cpu") -> Autoencoder:
     """Rebuild a model saved by :func:`save_model`; no pickle is ever read."""
     from .. import registry
@@ -140,8 +151,7 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
     if meta.get("format") != MODEL_FORMAT or "model" not in meta or "config" not in meta:
         raise UserError(f"{directory / 'config.json'}: not an aezoo model config")
     cls = registry.get(meta["model"])
-    config = from_dict(cls.Config, meta["config"])
-    model = cls(config)
+    model = cls(saved_config(cls, meta["config"]))
     weights = directory / "model.safetensors"
     if not weights.is_file():
         raise UserError(f"{weights}: missing; the run has no saved model yet (did training finish?)")
@@ -172,4 +182,4 @@ def load_state(model: nn.Module, state: dict, where) -> None:
     model.load_state_dict(state)
 
 
-__all__ = ["ModelConfig", "Autoencoder", "save_model", "load_model", "make_config"]
+__all__ = ["ModelConfig", "Autoencoder", "save_model", "load_model", "make_config", "saved_config"]

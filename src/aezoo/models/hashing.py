@@ -78,7 +78,7 @@ import math
 
 import numpy as np
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -110,6 +110,10 @@ class HashConfig(ModelConfig):
     neighbours: int | None = None  # each item also reconstructs one of its k nearest neighbours; None: 10 for text, else 0
     neighbour_dims: int = 32  # neighbours are found by cosine similarity after PCA to this many dimensions
     neighbour_weight: float = 1.0  # weight of the neighbour's reconstruction in the loss
+    # what runs saved before each of these fields existed did: mirrored decoder, no balancing, log counts in,
+    # no neighbours, per-bit batch norm
+    LEGACY_DEFAULTS: ClassVar[dict] = {"decoder_widths": None, "balance": False, "text_input": "counts",
+                                       "neighbours": 0, "whiten": False}
 
     def validate(self) -> None:
         super().validate()
