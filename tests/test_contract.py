@@ -76,6 +76,41 @@ def test_save_load_round_trip(name, i, tmp_path):
     assert torch.equal(m(x), m2(x))
 
 
+# A model as an earlier version saved it: the settings it had, and the config keys it did not know yet.
+LEGACY = [
+    ("ae", dict(input_shape=SHAPE, widths=[16], latent_dim=3, norm="none"), ["norm"], {"norm": "batch"}),
+    ("hash", dict(input_shape=(30,), data_kind="text", bits=16, widths=[20], text_input="counts", whiten=False,
+                  balance=False, decoder_widths=None, neighbours=0),
+     ["whiten", "text_input", "balance", "decoder_widths", "neighbours"], {"whiten": True, "balance": True}),
+]
+
+
+@pytest.mark.parametrize("name,settings,absent,other", LEGACY, ids=[case[0] for case in LEGACY])
+def test_a_model_saved_before_later_fields_existed_loads_as_it_was_trained(name, settings, absent, other,
+                                                                           tmp_path):
+    """Absent keys take the value the earlier version used (Config.LEGACY_DEFAULTS), not today's default,
+    which would build a model (batch norm, a whitened code layer) that the saved weights do not fit."""
+    import json
+
+    torch.manual_seed(0)
+    old = aezoo.create(name, **settings).eval()
+    aezoo.save(old, tmp_path)
+    path = tmp_path / "config.json"
+    meta = json.loads(path.read_text())
+    for key in absent:
+        del meta["config"][key]
+    path.write_text(json.dumps(meta))
+    loaded = aezoo.load(tmp_path)
+    assert all(getattr(loaded.config, key) == getattr(old.config, key) for key in absent)
+    x = torch.poisson(torch.full((5, 30), 0.5)) if name == "hash" else torch.rand(5, *SHAPE)
+    assert torch.equal(loaded.encode(x).z, old.encode(x).z)
+    # a key that is present keeps its saved value, even where it differs from the legacy one
+    meta["config"].update(other)
+    path.write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="weights do not match"):
+        aezoo.load(tmp_path)
+
+
 @pytest.mark.parametrize("name,i", CASES)
 def test_load_rejects_weights_of_another_config(name, i, tmp_path):
     aezoo.save(make(name, i), tmp_path / "a")

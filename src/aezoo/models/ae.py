@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -54,6 +54,7 @@ class AEConfig(ModelConfig):
     input_dropout: float = 0.0  # training only: zero this fraction of input values (a regulariser; 0: off)
     refine_steps: int = 0  # inference only: Adam steps that improve each code through the decoder (0: off)
     refine_lr: float = 0.002  # Adam step size of that refinement
+    LEGACY_DEFAULTS: ClassVar[dict] = {"norm": "none"}  # runs saved before `norm` existed had no normalisation
 
     def validate(self) -> None:
         super().validate()
