@@ -1,46 +1,232 @@
-"""The same checks for every registered model, on tiny configs."""
+"""The same checks for every registered model, on tiny configs and on every kind of data it takes:
+images, vectors, text, code grids. Autoencoders and priors share the training contract; each kind then
+has its own checks."""
+
+import json
+import math
+from pathlib import Path
 
 import pytest
 import torch
 
 import aezoo
+from aezoo.data import Dataset, Split
 from aezoo.errors import UserError
+from aezoo.models.base import Autoencoder, Prior
 from aezoo.outputs import Batch
 
-# A tiny config for each registered model; a model without one fails test_every_model_has_a_tiny_config.
-TINY = {
-    "ae": [dict(widths=[16], latent_dim=3), dict(arch="conv", channels=[4, 8], latent_dim=3),
-           dict(widths=[16], latent_dim=3, input_dropout=0.2)],
-    "dae": [dict(channels=[4, 8], latent_dim=3), dict(arch="fullconv", channels=[4, 8], latent_dim=3),
-            dict(arch="skip", channels=[4, 8], latent_dim=3), dict(arch="mlp", widths=[16], latent_dim=3, corruption="masking:0.3"),
-            dict(channels=[4, 8], latent_dim=3, corruption="boxes:0.3")],
-    "vqvae": [dict(hidden=8, num_codes=16, code_dim=4), dict(hidden=8, num_codes=16, code_dim=4, ema=False,
-                                                             likelihood="bernoulli")],
-    "hash": [dict(widths=[16], bits=8), dict(arch="conv", channels=[4, 8], bits=16, binarize="straight_through")],
-    "vae": [dict(widths=[16], latent_dim=3), dict(arch="conv", channels=[4, 8], latent_dim=3, likelihood="logistic"),
-            dict(widths=[16], latent_dim=3, likelihood="gaussian", learned_variance=True),
-            dict(widths=[16], latent_dim=3, iw_samples=4, kl_warmup_steps=10)],
-}
-SHAPE = (1, 8, 8)
-CASES = [(name, i) for name, cfgs in TINY.items() for i in range(len(cfgs))]
+SLICE = Path(__file__).parent / "data" / "debian_slice.jsonl.gz"
+
+# (model, tiny config, data); a registered model without a case fails test_every_model_has_a_case.
+CASES = [
+    ("ae", dict(widths=[16], latent_dim=3), "image"),
+    ("ae", dict(arch="conv", channels=[4, 8], latent_dim=3), "image"),
+    ("ae", dict(widths=[16], latent_dim=3), "vector"),
+    ("dae", dict(channels=[4, 8], latent_dim=3), "image"),
+    ("dae", dict(arch="fullconv", channels=[4, 8], latent_dim=3), "image"),
+    ("dae", dict(arch="mlp", widths=[16], latent_dim=3, corruption="masking:0.3"), "image"),
+    ("dae", dict(channels=[4, 8], latent_dim=3, corruption="boxes:0.3"), "image"),
+    ("dae", dict(arch="mlp", widths=[16], latent_dim=3, corruption="gaussian:0.1"), "vector"),
+    ("vqvae", dict(hidden=8, num_codes=16, code_dim=4), "image"),
+    ("vqvae", dict(hidden=8, num_codes=16, code_dim=4, ema=False, likelihood="bernoulli"), "image"),
+    ("hash", dict(widths=[16], bits=8), "image"),
+    ("hash", dict(arch="conv", channels=[4, 8], bits=16), "image"),
+    ("hash", dict(bits=8, neighbours=3), "text"),  # TF-IDF and neighbour tables from prepare()
+    ("hash", dict(widths=[16], bits=32), "vector"),
+    ("vae", dict(widths=[16], latent_dim=3), "image"),
+    ("vae", dict(arch="conv", channels=[4, 8], latent_dim=3, likelihood="logistic"), "image"),
+    ("vae", dict(widths=[16], latent_dim=3, learned_variance=True), "vector"),
+    ("vae", dict(widths=[16], latent_dim=3, iw_samples=4, kl_warmup_steps=10), "image"),
+    ("pixelcnn", dict(num_codes=16, channels=8, layers=2), "codes"),
+]
+IDS = [f"{name}-{i}-{kind}" for i, (name, _, kind) in enumerate(CASES)]
+AUTOENCODERS = [c for c in CASES if c[0] != "pixelcnn"]
+AE_IDS = [i for i, c in zip(IDS, CASES) if c[0] != "pixelcnn"]
 
 
-def make(name, i, seed=0):
-    torch.manual_seed(seed)
-    return aezoo.create(name, input_shape=SHAPE, **TINY[name][i])
+@pytest.fixture(scope="session")
+def datasets(digits):
+    g = torch.Generator().manual_seed(0)
+
+    def vectors(split):  # the digits as plain vectors, standardised
+        x = split.x.flatten(1)
+        return Split((x - 0.3) / 0.3, split.y)
+
+    codes = {n: Split(torch.randint(0, 16, (m, 4, 4), generator=g).float()) for n, m in
+             (("train", 256), ("val", 64), ("test", 64))}
+    return {
+        "image": digits,
+        "vector": Dataset("vectors", "vector", vectors(digits.train), vectors(digits.val), vectors(digits.test)),
+        "text": aezoo.data.load(f"text:{SLICE}?vocab=300"),
+        "codes": Dataset("codes", "codes", codes["train"], codes["val"], codes["test"]),
+    }
 
 
-PRIORS = ["pixelcnn"]  # models of code grids, not autoencoders of items: tests/test_vqvae.py
+def make(case, data, seed=0):
+    name, config, _ = case
+    return aezoo.create(name, seed=seed, input_shape=list(data.shape), data_kind=data.kind,
+                        vocabulary=list(data.meta.get("vocabulary", ())), **config)
 
 
-def test_every_model_has_a_tiny_config():
-    assert sorted([*TINY, *PRIORS]) == aezoo.list_models()
+def declared(model):
+    """{optimizer name: [parameters]} as the model declares them."""
+    out = {}
+    for name, spec in model.optimizers().items():
+        params = []
+        for g in spec.params:
+            params += list(g["params"]) if isinstance(g, dict) else [g]
+        out[name] = params
+    return out
 
 
-@pytest.mark.parametrize("name,i", CASES)
-def test_shapes(name, i):
-    m = make(name, i)
-    x = torch.rand(5, *SHAPE)
+class RecordingStep:
+    """A StepContext outside the trainer: backward into the named optimizers' parameters, no updates."""
+
+    def __init__(self, model, training=True):
+        self.groups = declared(model)
+        self.training, self.step_index, self.total_steps = training, 0, 100
+        self.losses = []
+
+    def backward(self, loss, *names, retain_graph=False):
+        self.losses.append(float(loss.detach()))
+        if self.training:
+            params = [p for n in (names or self.groups) for p in self.groups[n]]
+            torch.autograd.backward(loss, inputs=params, retain_graph=retain_graph)
+
+    def step(self, *names):
+        pass
+
+
+def first_batch(data, n=32):
+    return Batch(data.train.x[:n], None if data.train.y is None else data.train.y[:n], torch.arange(n))
+
+
+def weights(m):
+    return {k: v.clone() for k, v in m.state_dict().items()}
+
+
+def train_cfg(**kw):
+    return aezoo.TrainConfig(**{**dict(epochs=1, batch_size=64, seed=3, progress=False, checkpoint_every=0,
+                                       log_every=5), **kw})
+
+
+def test_every_model_has_a_case():
+    assert sorted({c[0] for c in CASES}) == aezoo.list_models()
+
+
+# --- the training contract: every model ----------------------------------------------------------
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_a_seed_fixes_the_initial_weights(case, datasets):
+    data = datasets[case[2]]
+    a, b, c = make(case, data, 1), make(case, data, 1), make(case, data, 2)
+    wa, wb, wc = weights(a), weights(b), weights(c)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa if wa[k].is_floating_point())
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_every_parameter_is_reached_by_exactly_one_optimizer(case, datasets):
+    m = make(case, datasets[case[2]])
+    seen = [id(p) for params in declared(m).values() for p in params]
+    assert len(seen) == len(set(seen)), "a parameter is declared in two optimizers"
+    assert set(seen) == {id(p) for p in m.parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_a_step_gives_finite_losses_and_gradients_for_every_parameter(case, precision, datasets):
+    data = datasets[case[2]]
+    m = make(case, data).train()
+    m.prepare(data.train)
+    ctx = RecordingStep(m)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    with autocast:
+        metrics = m.training_step(first_batch(data), ctx)
+    assert ctx.losses and all(math.isfinite(v) for v in ctx.losses)
+    assert metrics and all(math.isfinite(float(v)) for v in metrics.values())
+    for name, params in ctx.groups.items():
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in params), name
+        assert any(p.grad.abs().sum() > 0 for p in params), name
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_validation_step_changes_nothing(case, datasets):
+    data = datasets[case[2]]
+    m = make(case, data).eval()
+    m.prepare(data.train)
+    before = weights(m)
+    metrics = m.validation_step(first_batch(data), RecordingStep(m, training=False))
+    assert metrics and all(math.isfinite(float(v)) for v in metrics.values())
+    assert all(p.grad is None for p in m.parameters())
+    after = weights(m)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_training_is_deterministic_and_resume_reproduces_it(case, datasets, tmp_path):
+    data = datasets[case[2]]
+    full = make(case, data)
+    aezoo.Trainer(full, data, train_cfg(epochs=2), tmp_path / "full").fit()
+    again = make(case, data)
+    aezoo.Trainer(again, data, train_cfg(epochs=2), tmp_path / "again").fit()
+    a, b = weights(full), weights(again)
+    assert all(torch.equal(a[k], b[k]) for k in a), "two runs under one seed differ"
+    # interrupted after its first epoch, then resumed in a fresh process-like state
+    part = make(case, data)
+    aezoo.Trainer(part, data, train_cfg(epochs=1), tmp_path / "part").fit()
+    torch.manual_seed(1234)
+    resumed = make(case, data, seed=99)  # the checkpoint must restore everything
+    aezoo.Trainer(resumed, data, train_cfg(epochs=2), tmp_path / "part").fit(resume=True)
+    c = weights(resumed)
+    assert all(torch.equal(a[k], c[k]) for k in a), "resume differs from the uninterrupted run"
+    assert any(not torch.equal(a[k], weights(make(case, data))[k]) for k in a), "training changed nothing"
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_save_load_round_trip(case, datasets, tmp_path):
+    data = datasets[case[2]]
+    m = make(case, data).eval()
+    m.prepare(data.train)
+    aezoo.save(m, tmp_path / "run")
+    m2 = aezoo.load(tmp_path / "run")
+    assert type(m2) is type(m) and m2.config == m.config
+    x = data.test.x[:4]
+    if isinstance(m, Prior):
+        assert torch.equal(m.log_prob(x), m2.log_prob(x))
+    else:
+        assert torch.equal(m(x), m2(x))
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_load_rejects_weights_of_another_config(case, datasets, tmp_path):
+    name, config, kind = case
+    data = datasets[kind]
+    aezoo.save(make(case, data), tmp_path / "a")
+    key = next(k for k in ("latent_dim", "bits", "num_codes") if k in config)
+    other = (name, dict(config, **{key: config[key] + 8}), kind)
+    aezoo.save(make(other, data), tmp_path / "b")
+    (tmp_path / "b" / "model.safetensors").replace(tmp_path / "a" / "model.safetensors")
+    with pytest.raises(UserError, match="do not match"):
+        aezoo.load(tmp_path / "a")
+
+
+def test_a_model_of_another_format_version_is_refused(tmp_path, datasets):
+    aezoo.save(make(CASES[0], datasets["image"]), tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    meta["format"] = "aezoo-model/1"
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="incompatible aezoo version .model format aezoo-model/1"):
+        aezoo.load(tmp_path)
+
+
+# --- autoencoders ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", AUTOENCODERS, ids=AE_IDS)
+def test_shapes(case, datasets):
+    data = datasets[case[2]]
+    m = make(case, data).eval()
+    m.prepare(data.train)
+    assert isinstance(m, Autoencoder)
+    x = data.test.x[:5]
     enc = m.encode(x)
     assert enc.z.shape[0] == 5
     if m.decodes_codes:
@@ -49,95 +235,16 @@ def test_shapes(name, i):
         with pytest.raises(UserError, match="skip features"):
             m.decode(enc.z)
     assert m(x).shape == x.shape
+    if m.can_sample:
+        assert m.sample(3).shape == (3, *x.shape[1:])
 
 
-@pytest.mark.parametrize("name,i", CASES)
-def test_loss_finite_and_every_phase_trains_its_parameters(name, i):
-    m = make(name, i)
-    batch = Batch(torch.rand(6, *SHAPE), torch.zeros(6, dtype=torch.long))
-    for phase in m.phases:
-        m.zero_grad()
-        out = m.loss(batch, phase, step=0)
-        assert out.loss.dim() == 0 and torch.isfinite(out.loss)
-        out.loss.backward()
-        params = list(m.phase_parameters(phase))
-        assert params and all(p.grad is not None and torch.isfinite(p.grad).all() for p in params)
-        assert any(p.grad.abs().sum() > 0 for p in params)
-
-
-@pytest.mark.parametrize("name,i", CASES)
-def test_save_load_round_trip(name, i, tmp_path):
-    m = make(name, i)
-    x = torch.rand(4, *SHAPE)
-    aezoo.save(m, tmp_path / "run")
-    m2 = aezoo.load(tmp_path / "run")
-    assert type(m2) is type(m) and m2.config == m.config
-    m.eval(), m2.eval()
-    assert torch.equal(m(x), m2(x))
-
-
-# A model as an earlier version saved it: the settings it had, and the config keys it did not know yet.
-LEGACY = [
-    ("ae", dict(input_shape=SHAPE, widths=[16], latent_dim=3, norm="none"), ["norm"], {"norm": "batch"}),
-    ("hash", dict(input_shape=(30,), data_kind="text", bits=16, widths=[20], text_input="counts", whiten=False,
-                  balance=False, decoder_widths=None, neighbours=0),
-     ["whiten", "text_input", "balance", "decoder_widths", "neighbours"], {"whiten": True, "balance": True}),
-]
-
-
-@pytest.mark.parametrize("name,settings,absent,other", LEGACY, ids=[case[0] for case in LEGACY])
-def test_a_model_saved_before_later_fields_existed_loads_as_it_was_trained(name, settings, absent, other,
-                                                                           tmp_path):
-    """Absent keys take the value the earlier version used (Config.LEGACY_DEFAULTS), not today's default,
-    which would build a model (batch norm, a whitened code layer) that the saved weights do not fit."""
-    import json
-
-    torch.manual_seed(0)
-    old = aezoo.create(name, **settings).eval()
-    aezoo.save(old, tmp_path)
-    path = tmp_path / "config.json"
-    meta = json.loads(path.read_text())
-    for key in absent:
-        del meta["config"][key]
-    path.write_text(json.dumps(meta))
-    loaded = aezoo.load(tmp_path)
-    assert all(getattr(loaded.config, key) == getattr(old.config, key) for key in absent)
-    x = torch.rand(5, *settings["input_shape"])
-    assert torch.equal(loaded.encode(x).z, old.encode(x).z)
-    # a key that is present keeps its saved value, even where it differs from the legacy one
-    meta["config"].update(other)
-    path.write_text(json.dumps(meta))
-    with pytest.raises(UserError, match="weights do not match"):
-        aezoo.load(tmp_path)
-
-
-@pytest.mark.parametrize("name,i", CASES)
-def test_load_rejects_weights_of_another_config(name, i, tmp_path):
-    aezoo.save(make(name, i), tmp_path / "a")
-    key = next(k for k in ("latent_dim", "bits", "num_codes") if k in TINY[name][i])
-    other = dict(TINY[name][i], **{key: TINY[name][i][key] + 8})
-    aezoo.save(aezoo.create(name, input_shape=SHAPE, **other), tmp_path / "b")
-    (tmp_path / "b" / "model.safetensors").replace(tmp_path / "a" / "model.safetensors")
-    with pytest.raises(UserError, match="do not match"):
-        aezoo.load(tmp_path / "a")
-
-
-@pytest.mark.parametrize("name,i", CASES)
-def test_training_is_deterministic_under_a_seed(name, i, tmp_path, digits):
-    finals = []
-    for run in range(2):
-        m = make(name, i, seed=run)  # a different init RNG state must not matter: the trainer reseeds
-        cfg = aezoo.TrainConfig(epochs=1, batch_size=64, seed=3, progress=False, checkpoint_every=0)
-        aezoo.Trainer(m, digits, cfg, tmp_path / f"r{run}").fit()
-        finals.append({k: v.clone() for k, v in m.state_dict().items()})
-    assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
-
-
-def test_ae_input_dropout_only_in_training():
-    torch.manual_seed(0)
-    m = aezoo.create("ae", input_shape=SHAPE, widths=[16], latent_dim=3, input_dropout=0.5)
-    batch = Batch(torch.rand(8, *SHAPE))
-    m.train()
-    assert m.loss(batch, "main", 0).loss.item() != m.loss(batch, "main", 0).loss.item()  # fresh masks
-    m.eval()
-    assert m.loss(batch, "main", 0).loss.item() == m.loss(batch, "main", 0).loss.item()
+# --- priors ----------------------------------------------------------------------------------------
+def test_priors_give_densities_and_samples(datasets):
+    data = datasets["codes"]
+    m = make(CASES[-1], data).eval()
+    assert isinstance(m, Prior)
+    lp = m.log_prob(data.test.x[:6])
+    assert lp.shape == (6,) and (lp < 0).all()
+    s = m.sample(3)
+    assert s.shape == (3, 4, 4) and s.min() >= 0 and s.max() < 16

@@ -143,7 +143,7 @@ def test_pixelcnn_log_prob_is_a_normalised_distribution():
 
 def test_vqvae_loss_and_gradients():
     m = aezoo.create("vqvae", input_shape=(1, 8, 8), hidden=8, num_codes=16, code_dim=4)
-    out = m.loss(Batch(torch.rand(4, 1, 8, 8)), "main", 0)
+    out = m.loss(Batch(torch.rand(4, 1, 8, 8)), 0)
     out.loss.backward()
     assert m.encoder[0].weight.grad.abs().sum() > 0  # reached through the straight-through estimator
     assert 1 <= out.metrics["perplexity"] <= 16

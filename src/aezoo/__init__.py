@@ -12,16 +12,24 @@ from __future__ import annotations
 from . import data
 from ._version import __version__
 from .errors import UserError
-from .models.base import Autoencoder, load_model, make_config, save_model
+from .models.base import Autoencoder, Model, Prior, load_model, make_config, save_model
 from .registry import get as get_model_class
 from .registry import names as list_models
 from .train import TrainConfig, Trainer
 
 
-def create(name: str, preset: str | None = None, **overrides) -> Autoencoder:
-    """A new model of the registered family ``name``; ``overrides`` set config fields by name."""
+def create(name: str, preset: str | None = None, seed: int | None = None, **overrides) -> Model:
+    """A new model of the registered family ``name``; ``overrides`` set config fields by name. With
+    ``seed``, the weights are initialised under that seed (the same seed gives the same weights) without
+    touching the global random stream."""
+    from .rng import seeded
+
     cls = get_model_class(name)
-    return cls(make_config(cls, preset, **overrides))
+    config = make_config(cls, preset, overrides)
+    if seed is None:
+        return cls(config)
+    with seeded(seed):
+        return cls(config)
 
 
 def load(run_dir: str, map_location: str = "cpu") -> Autoencoder:
@@ -32,4 +40,4 @@ def load(run_dir: str, map_location: str = "cpu") -> Autoencoder:
 save = save_model
 
 __all__ = ["__version__", "create", "load", "save", "list_models", "Trainer", "TrainConfig", "UserError", "data",
-           "Autoencoder"]
+           "Autoencoder", "Model", "Prior"]

@@ -444,12 +444,13 @@ def cmd_interpolate(a) -> int:
 def cmd_list(a) -> int:
     from . import registry
     from .data import KINDS
+    from .models.base import Prior
 
     models = {}
     for name in registry.names():
         cls = registry.get(name)
         doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-        models[name] = {"about": doc[0] if doc else "", "presets": sorted(cls.PRESETS), "phases": list(cls.phases)}
+        models[name] = {"about": doc[0] if doc else "", "presets": sorted(cls.PRESETS), "kind": "prior" if issubclass(cls, Prior) else "autoencoder"}
     if a.json:
         print(json.dumps({"models": models, "datasets": KINDS}, indent=2))
         return 0

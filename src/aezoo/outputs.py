@@ -33,7 +33,7 @@ class Encoded:
 
 @dataclass
 class LossOutput:
-    """The scalar to minimise for one phase and the metrics to log (plain floats or 0-d tensors)."""
+    """The scalar a model's default training step minimises and the metrics to log (floats or 0-d tensors)."""
 
     loss: torch.Tensor
     metrics: dict[str, Any] = field(default_factory=dict)

@@ -78,7 +78,7 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             overrides["corruption"] = self.corruption
         seed = 0 if self.random_state is None else int(self.random_state)
         try:
-            model = aezoo.create(self.model, **overrides)
+            model = aezoo.create(self.model, seed=seed, **overrides)
             val = Split(Z[: min(n, 1000)])
             data = Dataset("array", "vector", Split(Z), val, val)
             cfg = aezoo.TrainConfig(epochs=self.max_epochs, max_minutes=self.max_minutes,

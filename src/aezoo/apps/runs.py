@@ -18,18 +18,22 @@ from ..config import apply_overrides, from_dict, to_dict
 from ..errors import UserError
 from ..eval import reconstruct, reconstruction_metrics, restoration_metrics
 from ..io import read_json, save_image, write_json
-from ..models.base import Autoencoder, load_model, make_config, saved_config
+from ..models.base import Autoencoder, Model, load_model, make_config
+from ..rng import seeded
 from ..registry import get as get_model_class
 from ..report import image_grid, to_images
 from ..train import TrainConfig, Trainer
 
 
-def build(model_name: str, dataset: data_mod.Dataset, preset: str | None, model_overrides: list[str]) -> Autoencoder:
+def build(model_name: str, dataset: data_mod.Dataset, preset: str | None, model_overrides: list[str],
+          seed: int = 0) -> Model:
+    """A new model for ``dataset``: defaults, then the preset, then ``--set`` overrides, validated once;
+    its weights are initialised under ``seed``."""
     cls = get_model_class(model_name)
-    config = make_config(cls, preset, input_shape=list(dataset.shape), data_kind=dataset.kind,
-                         vocabulary=list(dataset.meta.get("vocabulary", ())))
-    config = apply_overrides(config, model_overrides, where=f"{model_name} config")
-    return cls(config)
+    config = make_config(cls, preset, {"input_shape": list(dataset.shape), "data_kind": dataset.kind,
+                                       "vocabulary": list(dataset.meta.get("vocabulary", ()))}, model_overrides)
+    with seeded(seed):
+        return cls(config)
 
 
 def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset: str | None = None,
@@ -54,7 +58,7 @@ def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset
         cfg = _apply_train(cfg, {k: v for k, v in (train_overrides or {}).items() if k in allowed}, train_sets)
         dataset = dataset or data_mod.load(data_spec, data_dir, progress)
         cls = get_model_class(meta["model"])
-        model = cls(saved_config(cls, meta["model_config"], f"{meta['model']} config"))
+        model = cls(from_dict(cls.Config, meta["model_config"], f"{meta['model']} config"))
     else:
         if out_dir.exists() and any(out_dir.iterdir()):
             if not overwrite:
@@ -66,7 +70,7 @@ def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset
             raise UserError("--data is required")
         cfg = _apply_train(TrainConfig(), train_overrides or {}, train_sets)
         dataset = dataset or data_mod.load(data_spec, data_dir, progress)
-        model = build(model_name, dataset, preset, list(model_overrides))
+        model = build(model_name, dataset, preset, list(model_overrides), cfg.seed)
         if overwrite and out_dir.exists():
             shutil.rmtree(out_dir)  # only now: every check above has passed
     cfg.progress = progress and cfg.progress

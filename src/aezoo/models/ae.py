@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 
@@ -54,7 +54,6 @@ class AEConfig(ModelConfig):
     input_dropout: float = 0.0  # training only: zero this fraction of input values (a regulariser; 0: off)
     refine_steps: int = 0  # inference only: Adam steps that improve each code through the decoder (0: off)
     refine_lr: float = 0.002  # Adam step size of that refinement
-    LEGACY_DEFAULTS: ClassVar[dict] = {"norm": "none"}  # runs saved before `norm` existed had no normalisation
 
     def validate(self) -> None:
         super().validate()
@@ -98,6 +97,10 @@ class AE(Autoencoder):
             self.decoder = ConvDecoder(c.latent_dim, enc.feature_shape, tuple(c.channels), enc.sizes,
                                        c.input_shape[0], c.activation, c.norm, spatial)
 
+    @property
+    def refines_codes(self) -> bool:
+        return True
+
     def encoder_input_shape(self) -> tuple[int, ...]:
         """What the encoder reads: the item itself here; subclasses may add channels (e.g. a mask)."""
         return tuple(self.config.input_shape)
@@ -136,7 +139,7 @@ class AE(Autoencoder):
         out = self.decoder_output(z)
         return torch.sigmoid(out) if self.config.resolved_likelihood == "bernoulli" else out
 
-    def loss(self, batch: Batch, phase: str, step: int) -> LossOutput:
+    def loss(self, batch: Batch, step: int) -> LossOutput:
         x = batch.x
         inp = x
         if self.config.input_dropout and self.training:  # masking noise on the input, clean target

@@ -1,13 +1,31 @@
 """The protocol every model follows, and saving/loading a model as ``config.json`` + ``model.safetensors``.
 
-A model is an ``nn.Module`` built from one typed config. The trainer only uses this protocol:
+A model is an ``nn.Module`` built from one typed config, and it owns its initialisation: a model built
+twice under one seed has identical weights. Two kinds share the base :class:`Model`:
+:class:`Autoencoder` (``encode``/``decode`` items) and :class:`Prior` (a density over another model's
+codes, e.g. ``pixelcnn``). Generic code asks a model what it can do through declared capabilities
+(``can_sample``, ``restores``, ``binary_codes``, ...), never by its name or ``hasattr``.
 
-- ``phases``: the optimizer steps per batch, one optimizer each (``("main",)`` for most models;
-  adversarial models name more, e.g. ``("ae", "critic")``);
-- ``phase_parameters(phase)``: the parameters that phase's optimizer updates;
-- ``loss(batch, phase, step)``: a :class:`LossOutput` (scalar loss and metrics); ``step`` lets a loss
-  change over training (warm-ups, schedules);
-- ``encode(x)`` -> :class:`Encoded`, ``decode(z)`` -> data-space reconstruction, ``forward(x)`` reconstructs.
+Training protocol (the trainer supplies devices, precision, clipping, schedules, NaN checks,
+checkpoints, logging and the time budget, and never asks which model it trains):
+
+- ``optimizers()`` declares named optimizers: :class:`Optim` (class among Adam, AdamW, Adamax, RMSprop;
+  lr, betas, weight decay; which parameters, optionally in groups with an ``lr_scale``). Fields left at
+  None come from the training config. Default: one Adam, ``"main"``, over every parameter.
+- ``training_step(batch, ctx)`` runs one step as the paper's algorithm reads and returns metrics. The
+  :class:`StepContext` ``ctx`` gives ``ctx.backward(loss, *names)``: gradients of ``loss`` into the
+  parameters of the named optimizers only (gradient routing; ``retain_graph=True`` when several losses
+  share one forward pass), and ``ctx.step(*names)``: clip, update, zero those optimizers' gradients.
+  An optimizer may step several times per batch; penalties that differentiate gradients (R1) call
+  ``torch.autograd.grad(..., create_graph=True)`` themselves. The default step minimises ``loss(batch,
+  step)`` with every optimizer.
+- ``validation_step(batch, ctx)`` returns metrics on held-out data; ``ctx.training`` is False and
+  ``backward``/``step`` do nothing. The default runs ``training_step`` under ``no_grad``; a model whose
+  step needs gradients (a gradient penalty) overrides it to run with them.
+- ``after_step(ctx)``: called after each training step without gradients (e.g. an EMA of weights).
+- ``ctx.step_index`` and ``ctx.total_steps`` (planned steps; None on a time budget alone) let a loss
+  change over training (warm-ups as a fraction of the run).
+- ``prepare(train)``: deterministic data-dependent state before the first step (fresh or resumed).
 """
 
 from __future__ import annotations
@@ -15,7 +33,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterable, Literal
+from typing import Any, ClassVar, Iterable, Literal, Protocol
 
 import torch
 from safetensors import SafetensorError
@@ -28,71 +46,85 @@ from ..errors import UserError
 from ..io import atomic_path, read_json, write_json
 from ..outputs import Batch, Encoded, LossOutput
 
-MODEL_FORMAT = "aezoo-model/1"
+MODEL_FORMAT = "aezoo-model/2"  # bump when saved configs or weights of an earlier version no longer load
 
 
 @dataclass
 class ModelConfig:
-    """Fields every model config has. The trainer fills both from the data."""
+    """Fields every model config has. The trainer fills them from the data."""
 
     input_shape: tuple[int, ...] = (1, 28, 28)  # one item: (C, H, W) for images, (D,) for vectors
     data_kind: Literal["image", "vector", "text", "codes"] = "image"  # images: values in [0, 1]; text: word counts; codes: VQ-VAE code grids
     vocabulary: tuple[str, ...] = ()  # text: the words counted, in input order (filled from the data)
-    # Fields added after a model was first released whose default changes the weights or the training,
-    # with the value that matches what earlier versions did; a saved config without the key gets that value.
-    LEGACY_DEFAULTS: ClassVar[dict] = {}
 
     def validate(self) -> None:
         if not self.input_shape or min(self.input_shape) < 1:
             raise UserError(f"input_shape must be positive, got {self.input_shape}")
 
 
-class Autoencoder(nn.Module):
+@dataclass
+class Optim:
+    """One named optimizer of a model. ``params``: parameters, or groups ``{"params": [...], "lr_scale": s}``
+    whose learning rate is ``s`` times the optimizer's. Fields left at None come from the training config
+    (then Adam, lr 1e-3, betas (0.9, 0.999), no weight decay)."""
+
+    params: Iterable
+    kind: Literal["adam", "adamw", "adamax", "rmsprop"] | None = None
+    lr: float | None = None
+    betas: tuple[float, float] | None = None  # Adam family only
+    weight_decay: float | None = None
+    eps: float | None = None
+
+
+class StepContext(Protocol):
+    """What a training or validation step may ask of the trainer (see the module docstring)."""
+
+    step_index: int  # 0-based index of this batch's step in the run
+    total_steps: int | None  # planned steps of the run; None when only a time budget is given
+    training: bool  # False during validation: backward and step do nothing
+
+    def backward(self, loss: torch.Tensor, *optimizers: str, retain_graph: bool = False) -> None: ...
+
+    def step(self, *optimizers: str) -> None: ...
+
+
+class Model(nn.Module):
+    """Base of every registered model: its config, optimizers and training step."""
+
     name: ClassVar[str] = "?"
     Config: ClassVar[type] = ModelConfig
-    phases: ClassVar[tuple[str, ...]] = ("main",)
     PRESETS: ClassVar[dict[str, dict]] = {}  # named sets of config overrides, e.g. a paper's settings
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
 
-    # --- the protocol --------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> Encoded:
-        raise NotImplementedError
+    # --- training protocol -----------------------------------------------------------------------
+    def optimizers(self) -> dict[str, Optim]:
+        return {"main": Optim(self.parameters())}
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    def loss(self, batch: Batch, step: int) -> LossOutput:
+        """The loss the default ``training_step`` minimises; ``step`` lets it change over training."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither loss() nor training_step()")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x).z)
+    def training_step(self, batch: Batch, ctx: StepContext) -> dict[str, Any]:
+        out = self.loss(batch, ctx.step_index)
+        ctx.backward(out.loss)
+        ctx.step()
+        return out.metrics
 
-    def loss(self, batch: Batch, phase: str, step: int) -> LossOutput:
-        raise NotImplementedError
+    def validation_step(self, batch: Batch, ctx: StepContext) -> dict[str, Any]:
+        with torch.no_grad():
+            return self.training_step(batch, ctx)
 
-    def phase_parameters(self, phase: str) -> Iterable[nn.Parameter]:
-        return self.parameters()
-
-    def optimizer_overrides(self, phase: str) -> dict:
-        """Per-phase optimizer settings that differ from the training config (e.g. a critic's lr)."""
-        return {}
-
-    @property
-    def can_sample(self) -> bool:
-        """True when the model has a prior to draw samples from (``sample(n, temperature)``)."""
-        return callable(getattr(self, "sample", None))
-
-    @property
-    def decodes_codes(self) -> bool:
-        """True when ``decode(z)`` works from a code alone (interpolation needs it); False for decoders
-        that also need the encoder's skip features."""
-        return True
+    def after_step(self, ctx: StepContext) -> None:
+        """Called after each training step, without gradients. Nothing by default."""
 
     def prepare(self, train) -> None:
         """Called by the trainer before the first step of a run (fresh or resumed) with the training
-        :class:`~aezoo.data.Split`: fit data-dependent state that gradients do not learn (statistics,
-        neighbour tables). It must be deterministic and draw no random numbers, so that a resumed run
-        matches an uninterrupted one; buffers it sets are saved with the model. Nothing by default."""
+        :class:`~aezoo.data.Split`: fit data-dependent state that gradients do not learn. It must be
+        deterministic and draw no random numbers, so a resumed run matches an uninterrupted one; buffers
+        it sets are saved with the model. Nothing by default."""
 
     def attach(self, directory: Path) -> None:
         """Called by :func:`load_model` after the weights are in: load companion files of the run
@@ -107,19 +139,93 @@ class Autoencoder(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+class Autoencoder(Model):
+    """A model of items: ``encode(x)`` -> :class:`Encoded`, ``decode(z)`` -> data space, ``forward(x)``
+    reconstructs. Capabilities are declared by the properties below (False unless a family says so)."""
+
+    def encode(self, x: torch.Tensor) -> Encoded:
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x).z)
+
+    # --- capabilities ----------------------------------------------------------------------------
+    @property
+    def can_sample(self) -> bool:
+        """``sample(n, temperature)`` draws items from a prior."""
+        return False
+
+    @property
+    def decodes_codes(self) -> bool:
+        """``decode(z)`` works from a code alone (interpolation needs it); False for decoders that also
+        need the encoder's skip features."""
+        return True
+
+    @property
+    def restores(self) -> bool:
+        """``restore(x, hole)`` undoes the model's ``corruption`` (``inpaints``: holes)."""
+        return False
+
+    @property
+    def binary_codes(self) -> bool:
+        """``codes(x)`` gives binary words and continuous codes (a hash index can hold them)."""
+        return False
+
+    @property
+    def has_likelihood(self) -> bool:
+        """``log_importance_weights(x, k)`` gives log p(x, z) - log q(z|x): ELBO and NLL apply."""
+        return False
+
+    @property
+    def discrete_codes(self) -> bool:
+        """``code_indices(x)`` gives grids of codebook indices, which a :class:`Prior` can model."""
+        return False
+
+    @property
+    def refines_codes(self) -> bool:
+        """The config's ``refine_steps`` improves codes through the decoder at inference."""
+        return False
+
+    @property
+    def traversal_dims(self) -> int:
+        """Latent dimensions a traversal sweeps (a standard-normal prior over a code vector); 0: none."""
+        return 0
+
+
+class Prior(Model):
+    """A density over the codes of another model (a second stage): ``log_prob(codes)`` and
+    ``sample(n, temperature)``. Its data is ``codes:RUN_DIR``."""
+
+    def log_prob(self, codes: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
+        raise NotImplementedError
+
+
 # --- saving and loading ------------------------------------------------------------------------
-def make_config(cls: type[Autoencoder], preset: str | None = None, **overrides):
+def make_config(cls: type[Model], preset: str | None = None, overrides: dict | None = None,
+                sets: Iterable[str] = (), where: str | None = None):
+    """The config of ``cls`` from its defaults, then ``preset``, then ``overrides`` (field values), then
+    ``sets`` (``KEY=VALUE`` strings, as ``--set``); validated once, after all of them."""
+    from ..config import apply_overrides
+
     values = {}
     if preset is not None:
         if preset not in cls.PRESETS:
             known = ", ".join(sorted(cls.PRESETS)) or "none"
             raise UserError(f"model {cls.name!r} has no preset {preset!r} (presets: {known})")
         values.update(cls.PRESETS[preset])
-    values.update(overrides)
-    return from_dict(cls.Config, json.loads(json.dumps(values)))
+    values.update(overrides or {})
+    where = where or f"{cls.name} config"
+    config = from_dict(cls.Config, json.loads(json.dumps(values)), where, validate=False)
+    return apply_overrides(config, list(sets), where)
 
 
-def save_model(model: Autoencoder, directory: str | Path, extra: dict | None = None) -> None:
+def save_model(model: Model, directory: str | Path, extra: dict | None = None) -> None:
     """Write ``config.json`` and ``model.safetensors`` (each atomically) into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -132,15 +238,18 @@ def save_model(model: Autoencoder, directory: str | Path, extra: dict | None = N
     write_json(directory / "config.json", meta)
 
 
-def saved_config(cls: type[Autoencoder], values: dict, where: str = "config"):
-    """The config of a saved model. A key that is absent was saved by a version without that field, so it
-    takes the value that version used (``Config.LEGACY_DEFAULTS``), not today's default."""
-    if not isinstance(values, dict):
-        raise UserError(f"{where}: expected an object, got {type(values).__name__}")
-    return from_dict(cls.Config, {**cls.Config.LEGACY_DEFAULTS, **values}, where)
+def check_format(found, path, what: str = "model", current: str = MODEL_FORMAT) -> None:
+    """Refuse a file written in another format version, saying so."""
+    family = current.rsplit("/", 1)[0]
+    if found == current:
+        return
+    if isinstance(found, str) and found.startswith(family + "/"):
+        raise UserError(f"{path}: saved by an incompatible aezoo version ({what} format {found}; this version "
+                        f"reads {current}); retrain it with this version")
+    raise UserError(f"{path}: not an aezoo {what}")
 
 
-def load_model(directory: str | Path, map_location: str | torch.device = "cpu") -> Autoencoder:
+def load_model(directory: str | Path, map_location: str | torch.device = "cpu") -> Model:
     """Rebuild a model saved by :func:`save_model`; no pickle is ever read."""
     from .. import registry
 
@@ -148,10 +257,11 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
     if not directory.is_dir():
         raise UserError(f"{directory}: no such run directory")
     meta = read_json(directory / "config.json", "model config (config.json)")
-    if meta.get("format") != MODEL_FORMAT or "model" not in meta or "config" not in meta:
+    check_format(meta.get("format"), directory / "config.json")
+    if "model" not in meta or "config" not in meta:
         raise UserError(f"{directory / 'config.json'}: not an aezoo model config")
     cls = registry.get(meta["model"])
-    model = cls(saved_config(cls, meta["config"]))
+    model = cls(from_dict(cls.Config, meta["config"], f"{meta['model']} config"))
     weights = directory / "model.safetensors"
     if not weights.is_file():
         raise UserError(f"{weights}: missing; the run has no saved model yet (did training finish?)")
@@ -182,4 +292,5 @@ def load_state(model: nn.Module, state: dict, where) -> None:
     model.load_state_dict(state)
 
 
-__all__ = ["ModelConfig", "Autoencoder", "save_model", "load_model", "make_config", "saved_config"]
+__all__ = ["ModelConfig", "Model", "Autoencoder", "Prior", "Optim", "StepContext", "save_model", "load_model",
+           "make_config", "check_format"]

@@ -78,6 +78,14 @@ class DAE(AE):
             self.from_code = nn.Sequential(nn.Conv2d(c.latent_dim, c.channels[-1], 1), activation(c.activation))
 
     @property
+    def restores(self) -> bool:
+        return True
+
+    @property
+    def refines_codes(self) -> bool:
+        return False  # its input is corrupted; refinement would fit the corruption
+
+    @property
     def corruption(self) -> Corruption:
         return parse(self.config.corruption)
 
@@ -131,7 +139,7 @@ class DAE(AE):
             out = hole * out + (1 - hole) * x
         return out
 
-    def loss(self, batch: Batch, phase: str, step: int) -> LossOutput:
+    def loss(self, batch: Batch, step: int) -> LossOutput:
         x = batch.x
         noisy, hole = self.corruption(x)
         out = self._output(noisy, hole)

@@ -78,7 +78,7 @@ import math
 
 import numpy as np
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -110,10 +110,6 @@ class HashConfig(ModelConfig):
     neighbours: int | None = None  # each item also reconstructs one of its k nearest neighbours; None: 10 for text, else 0
     neighbour_dims: int = 32  # neighbours are found by cosine similarity after PCA to this many dimensions
     neighbour_weight: float = 1.0  # weight of the neighbour's reconstruction in the loss
-    # what runs saved before each of these fields existed did: mirrored decoder, no balancing, log counts in,
-    # no neighbours, per-bit batch norm
-    LEGACY_DEFAULTS: ClassVar[dict] = {"decoder_widths": None, "balance": False, "text_input": "counts",
-                                       "neighbours": 0, "whiten": False}
 
     def validate(self) -> None:
         super().validate()
@@ -235,6 +231,10 @@ class SemanticHash(Autoencoder):
             return F.normalize(x * self.idf, dim=-1) * self.TFIDF_NORM
         return x.flatten(1) if c.arch == "mlp" else x
 
+    @property
+    def binary_codes(self) -> bool:
+        return True
+
     # --- codes ------------------------------------------------------------------------------------
     def code_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, bits): the code units' total input; bit i is 1 where it is above 0."""
@@ -299,7 +299,7 @@ class SemanticHash(Autoencoder):
             x = self.input_features(x)
         return squared_error(out, x.reshape(out.shape))
 
-    def loss(self, batch: Batch, phase: str, step: int) -> LossOutput:
+    def loss(self, batch: Batch, step: int) -> LossOutput:
         x = batch.x
         logits = self.code_logits(x)
         out = self.decoder_output(self.train_code(logits))

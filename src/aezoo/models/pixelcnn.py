@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..outputs import Batch, Encoded, LossOutput
+from ..outputs import Batch, LossOutput
 from ..registry import register
-from .base import Autoencoder, ModelConfig
+from .base import ModelConfig, Prior
 
 
 @dataclass
@@ -76,9 +76,7 @@ class GatedLayer(nn.Module):
 
 
 @register("pixelcnn")
-class PixelCNN(Autoencoder):
-    """A prior, not an autoencoder: ``encode``/``decode`` are not defined; ``log_prob`` and ``sample`` are."""
-
+class PixelCNN(Prior):
     Config = PixelCNNConfig
 
     def __init__(self, config: PixelCNNConfig):
@@ -102,15 +100,8 @@ class PixelCNN(Autoencoder):
         lp = -F.cross_entropy(self.logits(codes).float(), codes.long(), reduction="none")
         return lp.flatten(1).sum(1)
 
-    def encode(self, x: torch.Tensor) -> Encoded:
-        raise UserError("pixelcnn is a prior over codes; it has no encoder")
-
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         return self.logits(codes)
-
-    @property
-    def can_sample(self) -> bool:
-        return False  # samples are codes; the VQ-VAE it belongs to turns them into images
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
@@ -124,7 +115,7 @@ class PixelCNN(Autoencoder):
                 codes[:, i, j] = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(1)
         return codes
 
-    def loss(self, batch: Batch, phase: str, step: int) -> LossOutput:
+    def loss(self, batch: Batch, step: int) -> LossOutput:
         codes = batch.x.long()
         nll = F.cross_entropy(self.logits(codes).float(), codes)  # nats per code
         return LossOutput(nll, {"loss": nll.detach(), "bits_per_code": nll.detach() / math.log(2)})

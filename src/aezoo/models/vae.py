@@ -90,6 +90,18 @@ class VAE(Autoencoder):
         else:
             self.register_buffer("log_var", torch.full(shape, float(c.gaussian_logvar)), persistent=False)
 
+    @property
+    def can_sample(self) -> bool:
+        return True
+
+    @property
+    def has_likelihood(self) -> bool:
+        return True
+
+    @property
+    def traversal_dims(self) -> int:
+        return self.config.latent_dim
+
     # --- the model ----------------------------------------------------------------------------------
     def posterior(self, x: torch.Tensor) -> DiagonalGaussian:
         h = self.encoder(x.flatten(1) if self.config.arch == "mlp" else x)
@@ -156,7 +168,7 @@ class VAE(Autoencoder):
             return c.beta * step / c.kl_warmup_steps
         return c.beta
 
-    def loss(self, batch: Batch, phase: str, step: int) -> LossOutput:
+    def loss(self, batch: Batch, step: int) -> LossOutput:
         x = batch.x
         c = self.config
         if c.iw_samples > 1:

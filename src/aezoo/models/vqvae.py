@@ -97,6 +97,10 @@ class VQVAE(Autoencoder):
             nn.ConvTranspose2d(hd, hd // 2, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(hd // 2, ch, 4, 2, 1))
         self._prior = []  # [(pixelcnn, prior_dir)] once attached; a list keeps it out of the state dict
 
+    @property
+    def discrete_codes(self) -> bool:
+        return True
+
     # --- codes ------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> Encoded:
         """z: the quantised grid (B, D, H/4, W/4)."""
@@ -157,7 +161,7 @@ class VQVAE(Autoencoder):
         return self.decode_indices(self.prior.sample(n, temperature=temperature))
 
     # --- training ---------------------------------------------------------------------------------
-    def loss(self, batch: Batch, phase: str, step: int) -> LossOutput:
+    def loss(self, batch: Batch, step: int) -> LossOutput:
         x = batch.x
         q = self.quantizer(self.encoder(x))
         out = self.decoder_output(q.z_q)

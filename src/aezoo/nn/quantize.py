@@ -46,14 +46,6 @@ class VectorQuantizer(nn.Module):
         else:
             self.codebook = nn.Parameter(init)
 
-    def reset_parameters(self) -> None:
-        with torch.no_grad():
-            self.codebook.uniform_(-1 / self.num_codes, 1 / self.num_codes)
-            self.ema_count.fill_(1.0)
-            self.initialized.fill_(False)
-            if self.ema:
-                self.ema_sum.copy_(self.codebook)
-
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
         """Index of the nearest code of each row of ``flat`` (N, D)."""
         e = self.codebook.float()

@@ -13,23 +13,24 @@ from safetensors.torch import save_file
 
 from ..errors import UserError
 from ..io import atomic_path
+from ..models.base import check_format
 
-FORMAT = "aezoo-checkpoint/1"
+FORMAT = "aezoo-checkpoint/2"  # /2: optimizers named by the model (protocol v2)
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizers: dict, state: dict) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_meta = {}
-    for phase, opt in optimizers.items():
+    for name, opt in optimizers.items():
         sd = opt.state_dict()
         scalars = {}
         for pid, st in sd["state"].items():
             for key, value in st.items():
                 if torch.is_tensor(value):
-                    tensors[f"opt.{phase}.{pid}.{key}"] = value.detach().cpu().contiguous()
+                    tensors[f"opt.{name}.{pid}.{key}"] = value.detach().cpu().contiguous()
                 else:
                     scalars[f"{pid}.{key}"] = value
-        opt_meta[phase] = {"param_groups": sd["param_groups"], "scalars": scalars}
+        opt_meta[name] = {"param_groups": sd["param_groups"], "scalars": scalars}
     tensors["rng.cpu"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -47,27 +48,26 @@ def read_checkpoint(path: Path) -> tuple[dict, dict, dict]:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-        if meta.get("format") != FORMAT:
-            raise UserError(f"{path}: not an aezoo checkpoint")
+        check_format(meta.get("format"), path, "checkpoint", FORMAT)
         return tensors, json.loads(meta["state"]), json.loads(meta["optimizers"])
     except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: corrupt checkpoint ({e})") from None
 
 
-def restore_optimizer(opt: torch.optim.Optimizer, phase: str, tensors: dict, meta: dict, device) -> None:
-    if phase not in meta:
-        raise UserError(f"checkpoint has no optimizer for phase {phase!r}")
+def restore_optimizer(opt: torch.optim.Optimizer, name: str, tensors: dict, meta: dict, device) -> None:
+    if name not in meta:
+        raise UserError(f"the checkpoint has no state for optimizer {name!r}; it was written by another model")
     state: dict = {}
-    prefix = f"opt.{phase}."
+    prefix = f"opt.{name}."
     for key, value in tensors.items():
         if key.startswith(prefix):
-            pid, name = key[len(prefix):].split(".", 1)
+            pid, field = key[len(prefix):].split(".", 1)
             # Adam keeps 'step' on the CPU; moments live with the parameters.
-            state.setdefault(int(pid), {})[name] = value if name == "step" else value.to(device)
-    for key, value in meta[phase]["scalars"].items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": meta[phase]["param_groups"]})
+            state.setdefault(int(pid), {})[field] = value if field == "step" else value.to(device)
+    for key, value in meta[name]["scalars"].items():
+        pid, field = key.split(".", 1)
+        state.setdefault(int(pid), {})[field] = value
+    opt.load_state_dict({"state": state, "param_groups": meta[name]["param_groups"]})
 
 
 def restore_rng(tensors: dict) -> None:

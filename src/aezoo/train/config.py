@@ -13,14 +13,16 @@ class TrainConfig:
     epochs: int | None = 10  # passes over the training split; None: run until max_minutes
     max_minutes: float | None = None  # wall-clock budget, counted across resumes; stops after the current step
     batch_size: int = 128
-    lr: float = 1e-3  # peak learning rate (Adam's default of Kingma & Ba 2015)
-    optimizer: Literal["adam", "adamw"] = "adam"
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
+    # None below: what the model declares for each of its optimizers (most: Adam, lr 1e-3, no weight decay);
+    # a value set here applies to every optimizer of the model
+    lr: float | None = None  # peak learning rate
+    optimizer: Literal["adam", "adamw", "adamax", "rmsprop"] | None = None
+    weight_decay: float | None = None
+    betas: tuple[float, float] | None = None  # Adam family
     schedule: Literal["constant", "cosine", "linear"] = "constant"  # decay of lr over the planned steps
     warmup_steps: int = 0  # linear warm-up from 0 to lr
     min_lr_ratio: float = 0.0  # floor of the decay, as a fraction of lr
-    grad_clip: float | None = None  # max global gradient norm per phase; None: no clipping
+    grad_clip: float | None = None  # max global gradient norm per optimizer update; None: no clipping
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU (measured faster)
     compile: bool = False  # torch.compile the loss (pays off on long runs)
     device: str = "auto"  # auto: cuda when available, else cpu
@@ -40,13 +42,17 @@ class TrainConfig:
             raise UserError(f"max_minutes must be positive, got {self.max_minutes}")
         if self.batch_size < 1:
             raise UserError(f"batch_size must be at least 1, got {self.batch_size}")
-        if not self.lr > 0:
+        if self.lr is not None and not self.lr > 0:
             raise UserError(f"lr must be positive, got {self.lr}")
         if self.schedule != "constant" and self.epochs is None:
             raise UserError(f"schedule={self.schedule} needs a number of epochs to plan the decay")
         for name in ("warmup_steps", "checkpoint_every", "log_every", "val_every"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must not be negative")
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise UserError(f"weight_decay must not be negative, got {self.weight_decay}")
+        if self.betas is not None and not all(0 <= b < 1 for b in self.betas):
+            raise UserError(f"betas must be in [0, 1), got {self.betas}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise UserError(f"grad_clip must be positive, got {self.grad_clip}")
         if self.threads is not None and self.threads < 1:

@@ -1,7 +1,10 @@
-"""The training loop. It knows the model protocol (phases, ``loss``, ``phase_parameters``), never which
-model it trains.
+"""The training loop. It knows the model protocol (``optimizers``, ``training_step``, ``validation_step``,
+``after_step``: see :mod:`aezoo.models.base`), never which model it trains.
 
-Per batch, each phase in ``model.phases`` takes one optimizer step. The run directory receives
+Per batch the trainer sets each optimizer's learning rate from the schedule, zeroes every gradient, and
+calls ``model.training_step(batch, ctx)`` under the run's precision; ``ctx`` (a :class:`StepRunner`)
+checks each loss for NaN/inf before its backward pass, routes gradients to the named optimizers'
+parameters, and clips and steps them on request. The run directory receives
 ``checkpoint.safetensors`` (every ``checkpoint_every`` steps and at the end), ``metrics.jsonl``,
 ``config.json`` + ``model.safetensors`` (the final model) and ``run.json`` (what was run, where, how long).
 Resuming restores weights, optimizer states, RNG state and the position in the data order, so a resumed
@@ -25,7 +28,7 @@ from ..env import machine_info
 from ..config import to_dict
 from ..data import Dataset, batches, num_batches
 from ..errors import TrainingDiverged, UserError
-from ..models.base import Autoencoder, load_state, save_model
+from ..models.base import Model, Optim, load_state, save_model
 from ..outputs import Batch
 from ..rng import seeded
 from . import checkpoint as ckpt
@@ -54,6 +57,102 @@ def bf16_supported(device: torch.device) -> bool:
         # Native bf16 matmul (AVX-512 BF16 / AMX); without it bf16 autocast is slower than fp32.
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return False
+
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adamax": torch.optim.Adamax,
+              "rmsprop": torch.optim.RMSprop}
+FUSED = {"adam", "adamw"}  # classes with a fused kernel (one call for all parameters)
+
+
+def build_optimizer(spec: Optim, c: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """A torch optimizer from a model's declaration; the training config's fields, when set, win."""
+    kind = c.optimizer or spec.kind or "adam"
+    lr = c.lr if c.lr is not None else (spec.lr if spec.lr is not None else 1e-3)
+    groups = []
+    for g in spec.params:
+        if isinstance(g, dict):
+            params = [p for p in g["params"] if p.requires_grad]
+            groups.append({**g, "params": params, "lr": lr * g.get("lr_scale", 1.0)})
+        elif g.requires_grad:
+            if not groups or "lr_scale" in groups[-1]:
+                groups.append({"params": []})
+            groups[-1]["params"].append(g)
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise ValueError("an optimizer was declared over no trainable parameter")
+    opts = {"lr": lr}
+    wd = c.weight_decay if c.weight_decay is not None else spec.weight_decay
+    if wd is not None:
+        opts["weight_decay"] = wd
+    if kind != "rmsprop":
+        betas = c.betas if c.betas is not None else spec.betas
+        if betas is not None:
+            opts["betas"] = tuple(betas)
+    if spec.eps is not None:
+        opts["eps"] = spec.eps
+    # The fused kernel updates all parameters in one call: 1.3-1.6x faster steps for small models on CPU
+    # (bench/vs_pythae.py), where the per-parameter loop of the default dominates.
+    if kind in FUSED and device.type in ("cpu", "cuda") and all(p.dtype.is_floating_point for g in groups
+                                                                 for p in g["params"]):
+        opts["fused"] = True
+    return OPTIMIZERS[kind](groups, **opts)
+
+
+def describe_optimizer(opt: torch.optim.Optimizer) -> dict:
+    g = opt.param_groups[0]
+    out = {"class": type(opt).__name__, "lr": g["lr"], "parameters": sum(p.numel() for g in opt.param_groups
+                                                                         for p in g["params"])}
+    for key in ("betas", "weight_decay", "eps", "alpha"):
+        if key in g:
+            out[key] = list(g[key]) if isinstance(g[key], tuple) else g[key]
+    return out
+
+
+class StepRunner:
+    """The :class:`~aezoo.models.base.StepContext` the trainer hands to a model's step."""
+
+    def __init__(self, trainer: "Trainer", step: int, training: bool):
+        self._trainer = trainer
+        self.step_index = step
+        self.total_steps = trainer.total_steps
+        self.training = training
+
+    def _names(self, names) -> tuple[str, ...]:
+        opts = self._trainer.optimizers
+        if not names:
+            return tuple(opts)
+        unknown = [n for n in names if n not in opts]
+        if unknown:
+            raise KeyError(f"no optimizer named {unknown[0]!r}; the model declares {', '.join(opts)}")
+        return names
+
+    def params(self, *names: str) -> list[torch.nn.Parameter]:
+        return [p for n in self._names(names) for g in self._trainer.optimizers[n].param_groups for p in g["params"]]
+
+    def backward(self, loss: torch.Tensor, *optimizers: str, retain_graph: bool = False) -> None:
+        """Gradients of ``loss`` into the parameters of the named optimizers only (all when none is named)."""
+        if not self.training:
+            return
+        names = self._names(optimizers)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            self._trainer._diverged(value, self.step_index, names)
+        with contextlib.ExitStack() as stack:
+            if self._trainer.use_bf16:  # the backward pass outside autocast, as torch recommends
+                stack.enter_context(torch.autocast(self._trainer.device.type, enabled=False))
+            torch.autograd.backward(loss, inputs=self.params(*names), retain_graph=retain_graph)
+
+    def step(self, *optimizers: str) -> None:
+        """Clip (``grad_clip``), update and zero the gradients of the named optimizers (all when none is named)."""
+        if not self.training:
+            return
+        clip = self._trainer.config.grad_clip
+        for name in self._names(optimizers):
+            opt = self._trainer.optimizers[name]
+            if clip:
+                torch.nn.utils.clip_grad_norm_(self.params(name), clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
 
 
 @dataclass
@@ -94,7 +193,7 @@ class MetricsLog:
 class Trainer:
     """Train ``model`` on ``data`` with ``config``, writing everything into ``run_dir``."""
 
-    def __init__(self, model: Autoencoder, data: Dataset, config: TrainConfig | None = None,
+    def __init__(self, model: Model, data: Dataset, config: TrainConfig | None = None,
                  run_dir: str | os.PathLike | None = "runs/run", extra_meta: dict | None = None):
         self.model = model
         self.data = data
@@ -121,19 +220,13 @@ class Trainer:
         if c.precision == "bf16" and not bf16_supported(self.device):
             raise UserError(f"precision=bf16 is not supported on this {self.device.type} device; use fp32 or auto")
         self.model.to(self.device)
-        self.optimizers = {}
-        for phase in self.model.phases:
-            params = [p for p in self.model.phase_parameters(phase) if p.requires_grad]
-            opts = {"lr": c.lr, "betas": tuple(c.betas), "weight_decay": c.weight_decay}
-            opts.update(self.model.optimizer_overrides(phase))
-            cls = torch.optim.AdamW if c.optimizer == "adamw" else torch.optim.Adam
-            # The fused kernel updates all parameters in one call: 1.3-1.6x faster steps for small models
-            # on CPU (bench/vs_pythae.py), where the per-parameter loop of the default dominates.
-            if self.device.type in ("cpu", "cuda") and all(p.dtype.is_floating_point for p in params):
-                opts.setdefault("fused", True)
-            self.optimizers[phase] = cls(params, **opts)
+        self.optimizers = {name: build_optimizer(spec, c, self.device) for name, spec in self.model.optimizers().items()}
+        if not self.optimizers:
+            raise ValueError(f"{type(self.model).__name__}.optimizers() declares no optimizer")
         self.base_lrs = {ph: [g["lr"] for g in opt.param_groups] for ph, opt in self.optimizers.items()}
-        self.loss_fn = torch.compile(self.model.loss) if c.compile else self.model.loss
+        if c.compile:  # each top-level submodule in place (state-dict keys unchanged)
+            for module in self.model.children():
+                module.compile()
         self.steps_per_epoch = num_batches(len(self.data.train), c.batch_size, drop_last=True)
         self.total_steps = c.epochs * self.steps_per_epoch if c.epochs else None
 
@@ -146,50 +239,39 @@ class Trainer:
     def _train_step(self, batch: Batch, step: int) -> dict:
         c = self.config
         factor = lr_factor(step, self.total_steps, c.schedule, c.warmup_steps, c.min_lr_ratio)
-        metrics = {}
-        multi = len(self.model.phases) > 1
-        for phase, opt in self.optimizers.items():
-            for group, base in zip(opt.param_groups, self.base_lrs[phase]):
+        for name, opt in self.optimizers.items():
+            for group, base in zip(opt.param_groups, self.base_lrs[name]):
                 group["lr"] = base * factor
             opt.zero_grad(set_to_none=True)
-            with self._autocast():
-                out = self.loss_fn(batch, phase, step)
-            value = float(out.loss.detach())
-            if not math.isfinite(value):
-                self._diverged(value, step, phase)
-            out.loss.backward()
-            if c.grad_clip:
-                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], c.grad_clip)
-            opt.step()
-            for k, v in out.metrics.items():
-                metrics[f"{phase}/{k}" if multi else k] = float(v)
-        return metrics
+        ctx = StepRunner(self, step, training=True)
+        with self._autocast():
+            metrics = self.model.training_step(batch, ctx)
+        with torch.no_grad():
+            self.model.after_step(ctx)
+        return {k: float(v) for k, v in metrics.items()}
 
-    def _diverged(self, value: float, step: int, phase: str):
+    def _diverged(self, value: float, step: int, names) -> None:
         path = self.run_dir / CHECKPOINT if self.run_dir else None
         kept = f"the last good checkpoint ({path}) is kept" if path and path.exists() else "no checkpoint was written yet"
         raise TrainingDiverged(
-            f"loss became {value} at step {step} (phase {phase!r}); training stopped and {kept}; "
+            f"loss became {value} at step {step} (optimizer {', '.join(names)}); training stopped and {kept}; "
             "try a lower learning rate (--lr) or gradient clipping (--set train.grad_clip=1.0)"
         )
 
-    @torch.no_grad()
     def validate(self, step: int) -> dict:
         """Mean metrics over the validation split. Its randomness comes from a fixed seed in a forked RNG,
         so validating never changes the training run."""
         self.model.eval()
         sums: dict[str, float] = {}
         n = 0
-        multi = len(self.model.phases) > 1
+        ctx = StepRunner(self, step, training=False)
         with seeded(self.config.seed + 1, self.device):
             for batch in batches(self.data.val, max(self.config.batch_size, 500)):
                 batch = self._to_device(batch)
-                for phase in self.model.phases:
-                    with self._autocast():
-                        out = self.model.loss(batch, phase, step)
-                    for k, v in out.metrics.items():
-                        key = f"{phase}/{k}" if multi else k
-                        sums[key] = sums.get(key, 0.0) + float(v) * len(batch)
+                with self._autocast():
+                    metrics = self.model.validation_step(batch, ctx)
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * len(batch)
                 n += len(batch)
         self.model.train()
         return {k: v / n for k, v in sums.items()}
@@ -214,11 +296,7 @@ class Trainer:
         if resume:
             state = self._restore()
         else:
-            torch.manual_seed(c.seed)
-            # Initialise afresh from the seed, so a model created earlier with another RNG state trains the same.
-            for m in self.model.modules():
-                if hasattr(m, "reset_parameters") and m is not self.model:
-                    m.reset_parameters()
+            torch.manual_seed(c.seed)  # data order and noise; the weights are the model's, as built
         # Data-dependent state that gradients do not learn (e.g. a hash model's neighbour table). It is
         # deterministic and draws no random numbers, so a resumed run rebuilds what the first run had.
         self.model.prepare(self.data.train)
@@ -298,8 +376,8 @@ class Trainer:
         tensors, state, opt_meta = ckpt.read_checkpoint(path)
         model_state = {k[len("model."):]: v.to(self.device) for k, v in tensors.items() if k.startswith("model.")}
         load_state(self.model, model_state, path)
-        for phase, opt in self.optimizers.items():
-            ckpt.restore_optimizer(opt, phase, tensors, opt_meta, self.device)
+        for name, opt in self.optimizers.items():
+            ckpt.restore_optimizer(opt, name, tensors, opt_meta, self.device)
         ckpt.restore_rng(tensors)
         return state
 
@@ -319,6 +397,7 @@ class Trainer:
             "epoch": state["epoch"],
             "elapsed_s": round(state["elapsed_s"], 2),
             "parameters": self.model.num_parameters(),
+            "optimizers": {name: describe_optimizer(opt) for name, opt in self.optimizers.items()},
             "precision": "bf16" if self.use_bf16 else "fp32",
             "device": str(self.device),
             "hardware": machine_info(),
