@@ -16,7 +16,7 @@ TINY = {
             dict(channels=[4, 8], latent_dim=3, corruption="boxes:0.3")],
     "vqvae": [dict(hidden=8, num_codes=16, code_dim=4), dict(hidden=8, num_codes=16, code_dim=4, ema=False,
                                                              likelihood="bernoulli")],
-    "hash": [dict(widths=[16], bits=8), dict(arch="conv", channels=[4, 8], bits=16, binarize="straight_through")],
+    "hash": [dict(widths=[16], bits=8), dict(arch="conv", channels=[4, 8], bits=16)],
     "vae": [dict(widths=[16], latent_dim=3), dict(arch="conv", channels=[4, 8], latent_dim=3, likelihood="logistic"),
             dict(widths=[16], latent_dim=3, likelihood="gaussian", learned_variance=True),
             dict(widths=[16], latent_dim=3, iw_samples=4, kl_warmup_steps=10)],

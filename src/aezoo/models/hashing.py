@@ -56,8 +56,7 @@ class HashConfig(ModelConfig):
     channels: tuple[int, ...] = (32, 64)  # conv: channels of each stride-2 stage
     activation: str = "relu"
     norm: Literal["none", "batch", "layer"] = "batch"
-    binarize: Literal["noise", "straight_through"] = "noise"  # how training forces binary codes
-    noise_std: float | None = None  # binarize=noise: std of the noise on the code logits (paper: 4); None: 8, 2 if whitened
+    noise_std: float | None = None  # std of the training noise on the code logits (paper: 4); None: 8, 2 if whitened
     balance: bool = True  # batch-normalise the code logits without a shift (then a learned scale): no dead bits
     whiten: bool | None = None  # balance by ZCA whitening instead (decorrelated bits); None: on up to 16 bits
     likelihood: Literal["auto", "bernoulli", "gaussian", "multinomial"] = "auto"  # auto: by data kind and text_input
@@ -134,8 +133,7 @@ class HashConfig(ModelConfig):
 class SemanticHash(Autoencoder):
     Config = HashConfig
     PRESETS = {"salakhutdinov2009": {"arch": "mlp", "widths": [500, 500], "decoder_widths": None, "bits": 128,
-                                     "binarize": "noise", "noise_std": 4.0, "text_input": "counts",
-                                     "neighbours": 0}}
+                                     "noise_std": 4.0, "text_input": "counts", "neighbours": 0}}
     TFIDF_NORM = 10.0  # length of a TF-IDF input vector (unit length gave constant bits: BENCHMARKS.md)
 
     def __init__(self, config: HashConfig):
@@ -232,12 +230,8 @@ class SemanticHash(Autoencoder):
 
     # --- training ---------------------------------------------------------------------------------
     def train_code(self, logits: torch.Tensor) -> torch.Tensor:
-        """The code the decoder sees while training."""
-        c = self.config
-        if c.binarize == "straight_through":
-            soft = torch.sigmoid(logits)
-            return (logits > 0).to(soft.dtype) + soft - soft.detach()
-        std = c.resolved_noise_std
+        """The code the decoder sees: sigmoid(logits + noise) in training, sigmoid(logits) in eval."""
+        std = self.config.resolved_noise_std
         if self.training and std > 0:
             logits = logits + std * torch.randn_like(logits)
         return torch.sigmoid(logits)
