@@ -9,8 +9,7 @@ from aezoo.outputs import Batch
 
 # A tiny config for each registered model; a model without one fails test_every_model_has_a_tiny_config.
 TINY = {
-    "ae": [dict(widths=[16], latent_dim=3), dict(arch="conv", channels=[4, 8], latent_dim=3),
-           dict(widths=[16], latent_dim=3, input_dropout=0.2)],
+    "ae": [dict(widths=[16], latent_dim=3), dict(arch="conv", channels=[4, 8], latent_dim=3)],
     "dae": [dict(channels=[4, 8], latent_dim=3), dict(arch="fullconv", channels=[4, 8], latent_dim=3),
             dict(arch="skip", channels=[4, 8], latent_dim=3), dict(arch="mlp", widths=[16], latent_dim=3, corruption="masking:0.3"),
             dict(channels=[4, 8], latent_dim=3, corruption="boxes:0.3")],
@@ -131,13 +130,3 @@ def test_training_is_deterministic_under_a_seed(name, i, tmp_path, digits):
         aezoo.Trainer(m, digits, cfg, tmp_path / f"r{run}").fit()
         finals.append({k: v.clone() for k, v in m.state_dict().items()})
     assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
-
-
-def test_ae_input_dropout_only_in_training():
-    torch.manual_seed(0)
-    m = aezoo.create("ae", input_shape=SHAPE, widths=[16], latent_dim=3, input_dropout=0.5)
-    batch = Batch(torch.rand(8, *SHAPE))
-    m.train()
-    assert m.loss(batch, "main", 0).loss.item() != m.loss(batch, "main", 0).loss.item()  # fresh masks
-    m.eval()
-    assert m.loss(batch, "main", 0).loss.item() == m.loss(batch, "main", 0).loss.item()

@@ -46,7 +46,6 @@ class AEConfig(ModelConfig):
     activation: str = "relu"  # hidden units (the paper: logistic, with RBM pre-training)
     norm: Literal["none", "batch", "layer"] = "batch"  # after each hidden layer; batch: faster training (BENCHMARKS.md)
     likelihood: Literal["auto", "bernoulli", "gaussian"] = "auto"  # auto: bernoulli for images, else gaussian
-    input_dropout: float = 0.0  # training only: zero this fraction of input values (a regulariser; 0: off)
     refine_steps: int = 0  # inference only: Adam steps that improve each code through the decoder (0: off)
     refine_lr: float = 0.002  # Adam step size of that refinement
     LEGACY_DEFAULTS: ClassVar[dict] = {"norm": "none"}  # runs saved before `norm` existed had no normalisation
@@ -55,8 +54,6 @@ class AEConfig(ModelConfig):
         super().validate()
         if self.refine_steps < 0 or self.refine_lr <= 0:
             raise UserError("refine_steps must be >= 0 and refine_lr > 0")
-        if not 0 <= self.input_dropout < 1:
-            raise UserError(f"input_dropout must be in [0, 1), got {self.input_dropout}")
         if self.latent_dim < 1:
             raise UserError(f"latent_dim must be at least 1, got {self.latent_dim}")
         if any(w < 1 for w in self.widths) or any(c < 1 for c in self.channels):
@@ -133,10 +130,7 @@ class AE(Autoencoder):
 
     def loss(self, batch: Batch, phase: str, step: int) -> LossOutput:
         x = batch.x
-        inp = x
-        if self.config.input_dropout and self.training:  # masking noise on the input, clean target
-            inp = x * (torch.rand_like(x) >= self.config.input_dropout).to(x.dtype)
-        out = self.decoder_output(self.encode(inp).z)
+        out = self.decoder_output(self.encode(x).z)
         nll = self.recon_nll(out, x)
         sse = squared_error(torch.sigmoid(out.float()), x) if self.config.resolved_likelihood == "bernoulli" else nll
         loss = nll.mean()
