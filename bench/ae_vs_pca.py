@@ -48,7 +48,6 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--likelihood", default="bernoulli", choices=["gaussian", "bernoulli"])
     ap.add_argument("--arch", default="mlp", choices=["mlp", "conv"], help="mlp: the hinton2006 layout")
-    ap.add_argument("--input-dropout", type=float, default=0.0, help="ae input_dropout (a regulariser)")
     ap.add_argument("--weight-decay", type=float, default=0.8, help="> 0: AdamW with this decoupled weight decay (0: Adam)")
     ap.add_argument("--train-on-val", action="store_true",
                     help="fit PCA and AE on training + validation images (60,000); validation then only monitors")
@@ -70,7 +69,7 @@ def main(argv=None) -> int:
     for k in ks:
         p_sse, p_time = pca_sse(train, test, k, a.seed)
         model = aezoo.create("ae", preset="hinton2006", input_shape=ds.shape, latent_dim=k, likelihood=a.likelihood,
-                             arch=a.arch, input_dropout=a.input_dropout)
+                             arch=a.arch)
         cfg = aezoo.TrainConfig(epochs=a.epochs, max_minutes=a.minutes, schedule="cosine", batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                                 threads=a.threads, checkpoint_every=0, progress=sys.stderr.isatty(),
                                 optimizer="adamw" if a.weight_decay else "adam", weight_decay=a.weight_decay)
@@ -87,7 +86,7 @@ def main(argv=None) -> int:
         print(f"k={k}: PCA {p_sse:.2f}  AE {ae_sse:.2f}  ratio {ae_sse / p_sse:.3f}  refined {row.get('refined_sse', float('nan')):.2f}",
               file=sys.stderr, flush=True)
 
-    print(f"\nAE: {a.arch}, input_dropout {a.input_dropout}, weight decay {a.weight_decay}, {a.epochs} planned epochs, "
+    print(f"\nAE: {a.arch}, weight decay {a.weight_decay}, {a.epochs} planned epochs, "
           f"cap {a.minutes} min, fitted on {len(ds.train)} images")
     refined = f"AE-k SSE, codes refined {a.refine_steps} steps | refined / PCA | refine time (test set) | "
     print("\n| k | PCA-k SSE | AE-k SSE | AE / PCA | " + (refined if a.refine_steps else "") + "AE train time | AE steps (epochs) |")

@@ -19,10 +19,10 @@ within radius 2 counts as 0).
   out through a linear encoder, neighbour reconstruction; whitened codes up to 16 bits), one model per
   code length and seed (``--seeds``, the cell is their mean and a last row gives their range), trained
   for ``--epochs`` on images and ``--text-epochs`` on text (Adam 1e-3, batch 128, cosine decay). With the
-  first seed, the alternatives behind the docstring's choices: at 32 bits ``binarize=straight_through``;
-  images: the paper's mirrored MLP decoder, neighbour reconstruction on; text: whitened codes, the previous
-  MLP encoder, neighbour reconstruction off, the paper's model (log counts in, multinomial out, mirrored
-  MLP, noise std 4); at 16 bits, per-bit batch norm (and its noise std 8) instead of whitening.
+  first seed, the alternatives behind the docstring's choices at 32 bits: images: the paper's mirrored
+  MLP decoder, neighbour reconstruction on; text: whitened codes, the previous MLP encoder, neighbour
+  reconstruction off, the paper's model (log counts in, multinomial out, mirrored MLP, noise std 4); at
+  16 bits, per-bit batch norm (and its noise std 8) instead of whitening.
 Prints one table per dataset and writes bench/results/hashing.json.
 """
 
@@ -98,16 +98,14 @@ def run_dataset(name: str, ds, base_train: np.ndarray, base_q: np.ndarray, base_
         variants.append(("aezoo hash (per-bit batch norm and noise std 8 instead of whitening)", {"whiten": False}, [16]))
     if ds.kind == "text":
         if 32 in a.bits:
-            variants += [("aezoo hash (straight-through)", {"binarize": "straight_through"}, [32]),
-                         ("aezoo hash (whitened codes)", {"whiten": True}, [32]),
+            variants += [("aezoo hash (whitened codes)", {"whiten": True}, [32]),
                          ("aezoo hash (MLP encoder 500-500: the previous default)", {"widths": [500, 500]}, [32]),
                          ("aezoo hash (no neighbour reconstruction)", {"neighbours": 0}, [32]),
                          ("aezoo hash (the paper's model: log counts in, multinomial out, mirrored MLP, std 4)",
                           {"text_input": "counts", "neighbours": 0, "widths": [500, 500], "decoder_widths": None,
                            "noise_std": 4.0}, [32])]
     elif 32 in a.bits:
-        variants += [("aezoo hash (straight-through)", {"binarize": "straight_through"}, [32]),
-                     ("aezoo hash (mirrored MLP decoder, as the paper)", {"decoder_widths": None}, [32]),
+        variants += [("aezoo hash (mirrored MLP decoder, as the paper)", {"decoder_widths": None}, [32]),
                      ("aezoo hash (with neighbour reconstruction, 10 neighbours)", {"neighbours": 10}, [32])]
     epochs = a.text_epochs if ds.kind == "text" else a.epochs
     for label, over, bit_list in variants:

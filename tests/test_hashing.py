@@ -184,16 +184,6 @@ def test_manifest_that_disagrees_with_the_index_is_refused(tmp_path):
 
 
 # --- the model --------------------------------------------------------------------------------------
-def test_straight_through_code_has_hard_values_and_the_sigmoid_gradient():
-    m = aezoo.create("hash", input_shape=(1, 8, 8), widths=[16], bits=8, binarize="straight_through")
-    logits = torch.tensor([[-2.0, -0.1, 0.3, 3.0, 0.0, 1.0, -1.0, 0.5]], requires_grad=True)
-    z = m.train_code(logits)
-    assert z.tolist() == [[0, 0, 1, 1, 0, 1, 0, 1]]
-    z.sum().backward()
-    s = torch.sigmoid(logits.detach())
-    assert torch.allclose(logits.grad, s * (1 - s))
-
-
 def test_noise_code_trains_noisy_and_evaluates_clean():
     m = aezoo.create("hash", input_shape=(1, 8, 8), widths=[16], bits=8, noise_std=4.0)
     logits = torch.zeros(1000, 8)

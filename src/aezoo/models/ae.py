@@ -5,25 +5,20 @@ An encoder f maps x to a low-dimensional code z = f(x) (a linear code layer), a 
 back, and training minimises the reconstruction error of g(f(x)): cross-entropy for pixels in [0, 1]
 (the paper's choice for MNIST, "bernoulli") or squared error ("gaussian").
 
-``input_dropout`` zeroes a fraction of the input values during training while the target stays clean
-(masking noise, as in the denoising criterion of Vincent et al. 2008), a regulariser against the gap
-between training and test error that the large MLP shows on Fashion-MNIST (see BENCHMARKS.md).
-
-``refine_steps`` > 0 refines each code at inference (eval mode): starting from the encoder's output, Adam
-steps on the reconstruction loss through the frozen decoder (semi-amortised inference, Kim et al. 2018).
-The encoder of a large MLP fits its training images better than new ones; refinement closes that
-"amortisation gap" (Cremer et al. 2018). Measured on Fashion-MNIST, AE-30 (bench/ae_vs_pca.py): see
-BENCHMARKS.md. Training is unchanged; ``aezoo eval/embed/reconstruct --refine-steps N`` turn it on.
-
 Preset ``hinton2006``: the paper's MNIST network 784-1000-500-250-30 with the mirrored decoder.
-Differences from the paper, and why: the paper pre-trains a stack of RBMs and fine-tunes logistic units
-with conjugate gradients; we train from a random start with ReLU units, batch normalisation after each
-hidden layer and Adam, which reaches a lower error in minutes on a CPU and needs no pre-training stage
-(measured on Fashion-MNIST, AE-30 after one minute: test SSE 7.0 with batch norm, 11.1 without; see
-BENCHMARKS.md). A convolutional variant
-(``arch="conv"``) is offered for images, and a fully convolutional one (``arch="fullconv"``) whose
-code is a low-resolution feature map rather than a vector (for restoration, where no bottleneck
-vector is wanted).
+Difference from the paper: it pre-trains a stack of RBMs and fine-tunes logistic units by conjugate
+gradients; we train from a random start with ReLU units, batch normalisation after each hidden layer and
+Adam, which needs no pre-training stage and reaches a lower error within minutes on a CPU (see
+BENCHMARKS.md, "AE against PCA").
+
+``refine_steps`` > 0 refines each code at inference (eval mode) by Adam steps on the reconstruction loss
+through the frozen decoder, starting from the encoder's output (semi-amortised inference, Kim et al.
+2018). A large MLP encoder fits its training items better than new ones; refinement closes this
+"amortisation gap" (Cremer et al. 2018). Training is unchanged; ``aezoo eval/embed/reconstruct
+--refine-steps N`` turn it on.
+
+Variants: ``arch="conv"`` for images, and ``arch="fullconv"``, whose code is a low-resolution feature map
+rather than a vector (for restoration, where no bottleneck vector is wanted).
 """
 
 from __future__ import annotations
@@ -49,9 +44,8 @@ class AEConfig(ModelConfig):
     channels: tuple[int, ...] = (32, 64)  # conv: channels of each stride-2 stage
     latent_dim: int = 30  # size of the code (fullconv: channels of the code's feature map)
     activation: str = "relu"  # hidden units (the paper: logistic, with RBM pre-training)
-    norm: Literal["none", "batch", "layer"] = "batch"  # after each hidden layer; batch norm trains ~3x faster here
+    norm: Literal["none", "batch", "layer"] = "batch"  # after each hidden layer; batch: faster training (BENCHMARKS.md)
     likelihood: Literal["auto", "bernoulli", "gaussian"] = "auto"  # auto: bernoulli for images, else gaussian
-    input_dropout: float = 0.0  # training only: zero this fraction of input values (a regulariser; 0: off)
     refine_steps: int = 0  # inference only: Adam steps that improve each code through the decoder (0: off)
     refine_lr: float = 0.002  # Adam step size of that refinement
 
@@ -59,8 +53,6 @@ class AEConfig(ModelConfig):
         super().validate()
         if self.refine_steps < 0 or self.refine_lr <= 0:
             raise UserError("refine_steps must be >= 0 and refine_lr > 0")
-        if not 0 <= self.input_dropout < 1:
-            raise UserError(f"input_dropout must be in [0, 1), got {self.input_dropout}")
         if self.latent_dim < 1:
             raise UserError(f"latent_dim must be at least 1, got {self.latent_dim}")
         if any(w < 1 for w in self.widths) or any(c < 1 for c in self.channels):
@@ -141,10 +133,7 @@ class AE(Autoencoder):
 
     def loss(self, batch: Batch, step: int) -> LossOutput:
         x = batch.x
-        inp = x
-        if self.config.input_dropout and self.training:  # masking noise on the input, clean target
-            inp = x * (torch.rand_like(x) >= self.config.input_dropout).to(x.dtype)
-        out = self.decoder_output(self.encode(inp).z)
+        out = self.decoder_output(self.encode(x).z)
         nll = self.recon_nll(out, x)
         sse = squared_error(torch.sigmoid(out.float()), x) if self.config.resolved_likelihood == "bernoulli" else nll
         loss = nll.mean()

@@ -10,21 +10,17 @@ mask is an extra input channel), the loss counts only the hole pixels, and the o
 pixels exactly: ``restored = hole * g(f(x~, hole)) + (1 - hole) * x``.
 
 Differences from the paper: the paper's DAE has one sigmoid hidden layer (tied weights) and is a
-pre-training step for a deep network; here the same deep MLP or convolutional network as ``ae`` is
-trained directly for restoration, which is what users ask of a denoiser today. The default,
-``arch="skip"``, is a convolutional encoder-decoder with symmetric skip connections (Mao, Shen & Yang,
-"Image restoration using very deep convolutional encoder-decoder networks with symmetric skip
-connections", NeurIPS 2016): three resolution levels of 16, 32 and 64 channels, the code a 32-channel map
-at a quarter of the resolution, and each level's encoder features added back in the decoder, so fine
-detail need not pass through the code. Measured on Fashion-MNIST at sigma 0.1, 3 minutes on 2 cores,
-1,000 test images: 27.4 dB PSNR with ``skip``, 26.1 dB with ``arch="fullconv"`` (the same code without
-skips; channels 32, 64) and with ``skip`` at 32/64/128 channels (3.4x slower steps); the noisy input is
-21.6 dB; bench/restore.py (5 minutes) gives 27.4 dB against 25.1 dB for BM3D. Earlier, on one core for
-1.5 minutes, a 128-number code vector (``arch="conv"``) reached 22.8 dB against 25.3 dB for
-``fullconv``. As the paper notes, with denoising the code need not be smaller than the input. A ``skip``
-model restores items but cannot decode a code alone. Preset ``inpaint`` uses a dense 128-number code
-(holes need global context); preset ``vincent2008`` is the paper's single hidden layer of 1000 units
-with masking noise 25%.
+pre-training step for a deep network; here a deep network is trained directly for restoration, which is
+what users ask of a denoiser today. The default, ``arch="skip"``, is a convolutional encoder-decoder with
+symmetric skip connections (Mao, Shen & Yang, "Image restoration using very deep convolutional
+encoder-decoder networks with symmetric skip connections", NeurIPS 2016): three resolution levels of 16,
+32 and 64 channels, the code a 32-channel map at a quarter of the resolution, and each level's encoder
+features added back in the decoder, so fine detail need not pass through the code. In equal time it
+restored better than the same code without skips (``arch="fullconv"``) and than wider levels, and
+``fullconv`` better than a code vector (``arch="conv"``); see BENCHMARKS.md, "Restoration". As the paper
+notes, with denoising the code need not be smaller than the input. A ``skip`` model restores items but
+cannot decode a code alone. Preset ``inpaint`` uses a dense 128-number code (holes need global context);
+preset ``vincent2008`` is the paper's single hidden layer of 1000 units with masking noise 25%.
 """
 
 from __future__ import annotations

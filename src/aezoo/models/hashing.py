@@ -1,75 +1,30 @@
 """Semantic hashing: an autoencoder whose code is a short binary word.
 
 Salakhutdinov & Hinton, "Semantic hashing", International Journal of Approximate Reasoning 50 (2009).
-The encoder's code layer has ``bits`` logistic units; the decoder reconstructs the input from them. To
-force the codes to binary, the paper adds Gaussian noise to the code units' total input during
-fine-tuning (variance 16, so ``noise_std = 4``): only a code far from 0.5 survives the noise, so the
-network learns to saturate its code units. At use, bit i is 1 when its logit is above 0. The
-alternative ``binarize="straight_through"`` uses the hard bits in the forward pass and the sigmoid's
-gradient in the backward pass (Bengio et al. 2013).
+The code layer has ``bits`` logistic units. In training, Gaussian noise is added to their total input
+(the paper: variance 16, ``noise_std=4``): only a code far from 0.5 survives the noise, so the units
+learn to saturate. At use, bit i is 1 where its logit is above 0, and similar items get codes a few bits
+apart, which a hash table finds by looking up nearby codes (:mod:`aezoo.hashing`).
 
-Default ``binarize="noise"``, the paper's method: bench/hashing.py measured both at 32 bits (one run
-each; precision@100 / mAP / precision within radius 2). Noise was better on every measure, on
-Fashion-MNIST (0.713 / 0.509 / 0.697 against 0.709 / 0.456 / 0.675) and on the Debian descriptions (0.470 /
-0.307 / 0.447 against 0.444 / 0.294 / 0.438).
-
-Text (word counts over a vocabulary). Default ``text_input="tfidf"``: the encoder reads each document's
-TF-IDF vector (counts times the training documents' inverse document frequencies, scaled to length 10:
-at unit length every bit came out constant in a trial; the IDF weights are a buffer saved with the
-model) and the linear decoder reconstructs that vector with squared error. The encoder is linear too
-(``widths=None`` resolves to ``()`` for TF-IDF text, (500, 500) otherwise), which makes the model a binary
-autoencoder (Carreira-Perpinan & Raziperchikolaei, "Hashing with binary autoencoders", CVPR 2015): on the
-Debian descriptions at 32 bits a 500-500 MLP encoder scored lower (see BENCHMARKS.md).
-``text_input="counts"`` is the paper's model: the encoder reads log(1 + counts), the decoder gives a
-softmax over the vocabulary and the loss is the multinomial negative log-likelihood of the document's
-words, -sum_w n_w log p_w (the likelihood of the paper's constrained-Poisson model for a given document
-length); preset ``salakhutdinov2009`` uses it.
-
-Whitened codes (``whiten``; default on up to 16 bits, off above): the code logits are ZCA-whitened over
-the batch (decorrelated batch normalisation, Huang et al., CVPR 2018) instead of batch-normalised bit by
-bit, so the bits are uncorrelated as well as balanced, and the noise std defaults to 2 instead of 8. With
-few bits, correlated bits waste code space. Measured at 16 bits (bench/hashing.py, mean of 3 seeds
-against one run with per-bit batch norm and std 8): Fashion-MNIST 0.684 / 0.444 / 0.637 against 0.641 /
-0.472 / 0.551 (the mAP drops, and stays above ITQ's 0.429); Debian descriptions 0.417 / 0.279 / 0.379
-against 0.401 / 0.280 / 0.370. At 32 bits, whitening lost on text (0.444 / 0.270 / 0.428 against 0.470 /
-0.307 / 0.447), presumably because it gives weak directions as much weight as strong ones. On the 8x8
-digits (1,400 training images) per-bit batch norm did better at 16 bits (10-nearest-code label precision
-with the default linear decoder 0.68 against 0.57): for small collections try ``whiten=false``.
-
-Neighbour reconstruction (``neighbours=k``, default 10 for text, off for other data): before training,
-each training item's k nearest training items are found by cosine similarity of its encoder input after
-PCA to ``neighbour_dims=32`` dimensions (FAISS), and at every step the decoder must reconstruct, from the
-item's code, both the item and one of those neighbours drawn at random (weight ``neighbour_weight``), so
-similar items are pushed towards the same code. After NbrReg (Chaidaroon, Ebesu & Fang, SIGIR 2018) and
-PairRec (Hansen et al., SIGIR 2021), which reconstruct neighbours found by BM25; we search a PCA space
-because on our text corpus, neighbours there share the item's label more often (0.58 of the 10 nearest,
-against 0.46 for cosine on the full TF-IDF vectors; one measurement on the training split, outside the
-benches). Measured on the Debian descriptions at 32 bits (bench/hashing.py, one run each): the paper's
-model (log counts in, multinomial out, mirrored MLP, std 4) 0.334 / 0.160 / 0.306; TF-IDF in and out
-with a linear encoder, no neighbours 0.469 / 0.287 / 0.450; with neighbour reconstruction (default) 0.470
-/ 0.307 / 0.447. So TF-IDF and the linear encoder bring the precision, neighbours the mAP; in exploratory
-runs neighbours found by cosine on the full TF-IDF vectors brought nothing. On Fashion-MNIST, 10
-neighbours changed nothing (0.710 / 0.515 / 0.697 against 0.713 / 0.509 / 0.697), hence off for images.
-See BENCHMARKS.md for every length.
-Images: Bernoulli likelihood (pixels in [0, 1]); other vectors: squared error.
-
-Defaults: the paper's 20-Newsgroups encoder, 2000-500-500-``bits`` (images and other vectors; TF-IDF
-text: linear, above). Differences: ReLU hidden units with batch normalisation, trained from a random
-start with Adam, instead of a stack of pre-trained RBMs fine-tuned by conjugate gradients (no
-pre-training stage, minutes on a CPU). Codes of 8 to 128 bits. The decoder is linear by default
-(``decoder_widths=()``), where the paper mirrors the encoder (``decoder_widths=None``, preset
-``salakhutdinov2009``): a linear decoder maps codes that differ in a few bits to similar outputs, so
-Hamming distance follows similarity (later text-hashing models, VDSH and NASH, decode with a linear
-softmax layer too). ``balance=True`` (default) batch-normalises the code logits without a shift and
-multiplies them by a learned per-bit scale (started at ``noise_std``): each bit is on for about half of a
-batch, so no bit is wasted on a constant (a linear decoder otherwise lets some bits die). Above 16 bits
-the noise std is 8 by default, twice the paper's 4: with balanced bits it keeps more neighbours within
-Hamming radius 2 at long codes (Fashion-MNIST, 128 bits, precision within radius 2: 0.176 against 0.096
-with std 4 and 0.053 with std 2). Measured on Fashion-MNIST at 32 bits, std 4 (precision@100 / mAP /
-precision within radius 2): mirrored decoder 0.726 / 0.414 / 0.755, linear 0.718 / 0.488 / 0.715, linear
-+ balance 0.727 / 0.502 / 0.723; on the Debian descriptions (log counts, MLP encoder) 0.330 / 0.173 /
-0.361 (30 epochs), 0.366 / 0.192 / 0.321 and 0.371 / 0.208 / 0.354 (10 epochs). See BENCHMARKS.md for
-every code length.
+Differences from the paper, and why (the measurements are in BENCHMARKS.md, "Semantic hashing quality"):
+- Trained from a random start with ReLU units, batch normalisation and Adam, instead of pre-trained RBMs
+  fine-tuned by conjugate gradients: no pre-training stage, minutes on a CPU. Encoder 500-500 as the
+  paper's 20-Newsgroups network (images, vectors); codes of 8 to 128 bits.
+- A linear decoder (``decoder_widths=()``; the paper mirrors the encoder, ``None``): codes a few bits
+  apart decode to similar outputs, so Hamming distance follows similarity (as in VDSH and NASH).
+- Balanced bits (``balance``): the code logits are batch-normalised without a shift, then scaled by a
+  learned per-bit factor, so each bit is on for about half the items and none is a wasted constant. Up
+  to 16 bits they are ZCA-whitened instead (``whiten``; Huang et al., CVPR 2018): with few bits,
+  correlated bits waste code space. Noise std 2 when whitened, else 8, which keeps more neighbours
+  within Hamming radius 2 at long codes. On small collections try ``whiten=false``.
+- Text: TF-IDF in (IDF from the training documents) and out (squared error) through a linear encoder, a
+  binary autoencoder (Carreira-Perpinan & Raziperchikolaei, CVPR 2015); and each item's code must also
+  reconstruct one of its ``neighbours=10`` nearest items, found by cosine after PCA to 32 dimensions
+  (after NbrReg, Chaidaroon et al., SIGIR 2018), so similar items share codes. ``text_input="counts"``
+  is the paper's model: log(1 + counts) in, softmax out, loss -sum_w n_w log p_w (the multinomial
+  likelihood of its constrained-Poisson model).
+- Images: Bernoulli likelihood; other vectors: squared error.
+Preset ``salakhutdinov2009``: log counts in (text), mirrored decoder, 128 bits, noise std 4, as the paper.
 """
 
 from __future__ import annotations
@@ -101,8 +56,7 @@ class HashConfig(ModelConfig):
     channels: tuple[int, ...] = (32, 64)  # conv: channels of each stride-2 stage
     activation: str = "relu"
     norm: Literal["none", "batch", "layer"] = "batch"
-    binarize: Literal["noise", "straight_through"] = "noise"  # how training forces binary codes
-    noise_std: float | None = None  # binarize=noise: std of the noise on the code logits (paper: 4); None: 8, 2 if whitened
+    noise_std: float | None = None  # std of the training noise on the code logits (paper: 4); None: 8, 2 if whitened
     balance: bool = True  # batch-normalise the code logits without a shift (then a learned scale): no dead bits
     whiten: bool | None = None  # balance by ZCA whitening instead (decorrelated bits); None: on up to 16 bits
     likelihood: Literal["auto", "bernoulli", "gaussian", "multinomial"] = "auto"  # auto: by data kind and text_input
@@ -175,9 +129,8 @@ class HashConfig(ModelConfig):
 class SemanticHash(Autoencoder):
     Config = HashConfig
     PRESETS = {"salakhutdinov2009": {"arch": "mlp", "widths": [500, 500], "decoder_widths": None, "bits": 128,
-                                     "binarize": "noise", "noise_std": 4.0, "text_input": "counts",
-                                     "neighbours": 0}}
-    TFIDF_NORM = 10.0  # length of a TF-IDF input vector (at unit length every bit came out constant)
+                                     "noise_std": 4.0, "text_input": "counts", "neighbours": 0}}
+    TFIDF_NORM = 10.0  # length of a TF-IDF input vector (unit length gave constant bits: BENCHMARKS.md)
 
     def __init__(self, config: HashConfig):
         super().__init__(config)
@@ -277,12 +230,8 @@ class SemanticHash(Autoencoder):
 
     # --- training ---------------------------------------------------------------------------------
     def train_code(self, logits: torch.Tensor) -> torch.Tensor:
-        """The code the decoder sees while training."""
-        c = self.config
-        if c.binarize == "straight_through":
-            soft = torch.sigmoid(logits)
-            return (logits > 0).to(soft.dtype) + soft - soft.detach()
-        std = c.resolved_noise_std
+        """The code the decoder sees: sigmoid(logits + noise) in training, sigmoid(logits) in eval."""
+        std = self.config.resolved_noise_std
         if self.training and std > 0:
             logits = logits + std * torch.randn_like(logits)
         return torch.sigmoid(logits)
