@@ -43,3 +43,20 @@ def test_create_with_preset_and_unknown_model():
         aezoo.create("ae", preset="nope")
     with pytest.raises(UserError, match="unknown model"):
         aezoo.create("vea")
+
+
+def test_a_config_is_validated_after_its_preset_and_overrides():
+    """The dae default (arch=skip) needs images; vector data with --set arch=mlp is a valid whole."""
+    from aezoo.data import Dataset, Split
+    from aezoo.apps.runs import build
+    import torch
+
+    x = Split(torch.rand(40, 6))
+    vectors = Dataset("csv:t.csv", "vector", x, x, x)
+    m = build("dae", vectors, None, ["arch=mlp", "widths=[8]", "latent_dim=2", "corruption=gaussian:0.1"])
+    assert m.config.arch == "mlp" and m.config.input_shape == (6,)
+    with pytest.raises(UserError, match="needs image data"):
+        build("dae", vectors, None, ["widths=[8]"])
+    # a preset's value can be overridden before the check: inpaint (boxes) then gaussian noise on vectors
+    m = build("dae", vectors, "inpaint", ["arch=mlp", "corruption=gaussian:0.1"])
+    assert m.config.latent_dim == 128 and m.config.arch == "mlp"
