@@ -331,7 +331,7 @@ def test_text_hash_with_neighbours_resumes_exactly(tmp_path):
     ds = data.load(f"text:{SLICE}?vocab=200")
 
     def make():
-        return aezoo.create("hash", input_shape=ds.shape, data_kind="text", widths=[32], bits=8,
+        return aezoo.create("hash", seed=0, input_shape=ds.shape, data_kind="text", widths=[32], bits=8,
                             vocabulary=ds.meta["vocabulary"])
 
     base = dict(epochs=2, batch_size=32, seed=3, progress=False, checkpoint_every=0)
