@@ -218,7 +218,7 @@ def vqvae_rows(a) -> dict:
         p_prior_s = time.perf_counter() - t
 
     def ours(minutes_vq, epochs_vq, minutes_prior):
-        from aezoo.apps.prior import codes_of
+        from aezoo.models.codes import codes_of
 
         m = aezoo.create("vqvae", input_shape=ds.shape, num_codes=k, code_dim=latent, hidden=128, ema=False)
         m.encoder, m.decoder = vq_encoder(latent), vq_decoder(latent)

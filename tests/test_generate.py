@@ -4,7 +4,7 @@ import math
 import torch
 from PIL import Image
 
-from aezoo.apps.generate import lerp, slerp
+from aezoo.eval.generate import lerp, slerp
 from conftest import run_cli
 from test_cli import one_line_error
 

@@ -218,14 +218,14 @@ def cmd_train(a) -> int:
     if a.prior_of:
         from .apps.prior import train_prior
 
-        if (a.model or "pixelcnn") != "pixelcnn":
-            raise UserError(f"--prior-of trains a 'pixelcnn' prior, not {a.model!r}")
-        metrics = train_prior(a.prior_of, a.out, data_spec=a.data, preset=a.preset, model_overrides=model_sets,
-                              train_overrides=overrides, train_sets=train_sets, resume=a.resume,
-                              overwrite=a.overwrite, data_dir=a.data_dir, progress=not a.quiet)
+        if a.model and not _is_prior(a.model):
+            raise UserError(f"--prior-of trains a prior such as 'pixelcnn', not {a.model!r}")
+        metrics = train_prior(a.prior_of, a.out, prior=a.model or "pixelcnn", data_spec=a.data, preset=a.preset,
+                              model_overrides=model_sets, train_overrides=overrides, train_sets=train_sets,
+                              resume=a.resume, overwrite=a.overwrite, data_dir=a.data_dir, progress=not a.quiet)
     else:
-        if a.model == "pixelcnn" and not a.resume and not (a.data or "").startswith("codes:"):
-            raise UserError("a pixelcnn is a prior for a VQ-VAE: aezoo train pixelcnn --prior-of VQVAE_RUN --out PRIOR_DIR")
+        if a.model and _is_prior(a.model) and not a.resume and not (a.data or "").startswith("codes:"):
+            raise UserError(f"a {a.model} is a prior for a VQ-VAE: aezoo train {a.model} --prior-of VQVAE_RUN --out PRIOR_DIR")
         metrics = train_run(a.model, a.data, a.out, preset=a.preset, model_overrides=model_sets,
                             train_overrides=overrides, train_sets=train_sets, resume=a.resume, overwrite=a.overwrite,
                             data_dir=a.data_dir, progress=not a.quiet)
@@ -234,8 +234,17 @@ def cmd_train(a) -> int:
     return 0
 
 
+def _is_prior(model_name: str) -> bool:
+    """Whether ``model_name`` is a registered prior over another model's codes (unknown names: False)."""
+    from . import registry
+    from .models.base import Prior
+
+    return model_name in registry.names() and issubclass(registry.get(model_name), Prior)
+
+
 def cmd_eval(a) -> int:
-    from .apps.runs import evaluate, open_run
+    from .apps.runs import evaluate
+    from .models.run import open_run
 
     from .errors import UserError
 
@@ -249,10 +258,10 @@ def cmd_eval(a) -> int:
 def cmd_embed(a) -> int:
     import numpy as np
 
-    from .apps.runs import open_run
     from .errors import UserError
     from .eval import embed
     from .io import atomic_path
+    from .models.run import open_run
 
     if not a.out.endswith(".npy") or (a.labels_out and not a.labels_out.endswith(".npy")):
         raise UserError("--out (and --labels-out) must name a .npy file")
@@ -273,9 +282,10 @@ def cmd_embed(a) -> int:
 
 
 def cmd_reconstruct(a) -> int:
-    from .apps.runs import open_run, reconstruction_grid
     from .errors import UserError
     from .io import save_image
+    from .models.run import open_run
+    from .report import reconstruction_grid
 
     if a.n < 1:
         raise UserError("-n must be at least 1")
@@ -289,8 +299,8 @@ def cmd_reconstruct(a) -> int:
 
 def _restore_split(a, model, corruption):
     """Corrupt a dataset split, restore it, print metrics and save a corrupted / restored / clean grid."""
-    from .apps.runs import open_run
     from .eval import corrupt_fixed, restoration_metrics, restore_batched
+    from .models.run import open_run
     from .report import image_grid, to_images
 
     _, data = open_run(a.run_dir, a.data, a.data_dir, not a.quiet)
@@ -406,9 +416,10 @@ def _image_out(path: str) -> None:
 def cmd_sample(a) -> int:
     import math
 
-    from .apps.generate import grid_of, require_generator, sample_images
+    from .eval.generate import require_generator, sample_images
     from .io import save_image
     from .models.base import load_model
+    from .report import grid_of
 
     _image_out(a.out)
     model = load_model(a.run_dir)
@@ -421,10 +432,10 @@ def cmd_sample(a) -> int:
 
 
 def cmd_interpolate(a) -> int:
-    from .apps.generate import interpolation_rows, traversal_rows
-    from .apps.runs import open_run
+    from .eval.generate import interpolation_rows, traversal_rows
     from .io import save_image
     from .models.base import load_model
+    from .models.run import open_run
     from .report import image_grid, to_images
 
     _image_out(a.out)

@@ -16,25 +16,46 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from .. import data as data_mod
 from ..errors import UserError
-from ..io import write_bytes
+from ..io import read_json, write_bytes
+from ..models.base import load_model
 from ..report.grid import image_grid, to_images
 from ..report.html import figure, generative_sections, page, pil_png, run_sections, table
+from .prior import train_prior
 from .runs import train_run
 
-STEPS = [  # (folder, model, preset, --set overrides, title)
-    ("ae", "ae", None, [], "Deep autoencoder (Hinton & Salakhutdinov 2006) against PCA"),
-    ("denoise", "dae", None, ["corruption=gaussian:0.2"], "Denoising (Vincent et al. 2008), Gaussian noise sigma 0.2"),
-    ("inpaint", "dae", "inpaint", [], "Inpainting of random boxes (the mask is an input channel)"),
-    ("vae", "vae", None, [], "Variational autoencoder (Kingma & Welling 2014): samples and interpolations"),
-    ("vqvae", "vqvae", None, [], "VQ-VAE (van den Oord et al. 2017) with a gated PixelCNN prior"),
+
+class Step(NamedTuple):
+    """One run of the showcase and what the combined report shows of it."""
+
+    folder: str
+    model: str
+    preset: str | None
+    sets: list[str]  # --set overrides
+    title: str
+    shows: str  # the combined report's section: "pca" (the AE against PCA), "restoration", "generative"
+    prior: str | None = None  # a prior to train on the model's codes afterwards (a second run)
+
+
+STEPS = [
+    Step("ae", "ae", None, [], "Deep autoencoder (Hinton & Salakhutdinov 2006) against PCA", "pca"),
+    Step("denoise", "dae", None, ["corruption=gaussian:0.2"],
+         "Denoising (Vincent et al. 2008), Gaussian noise sigma 0.2", "restoration"),
+    Step("inpaint", "dae", "inpaint", [], "Inpainting of random boxes (the mask is an input channel)", "restoration"),
+    Step("vae", "vae", None, [], "Variational autoencoder (Kingma & Welling 2014): samples and interpolations",
+         "generative"),
+    Step("vqvae", "vqvae", None, [], "VQ-VAE (van den Oord et al. 2017) with a gated PixelCNN prior", "generative",
+         prior="pixelcnn"),
 ]
-RUNS = len(STEPS) + 1  # the VQ-VAE's prior is a second training run
+RUNS = len(STEPS) + sum(step.prior is not None for step in STEPS)  # a prior is a second training run
+GENERATIVE_METRICS = ("nll_nats", "nll_bits_per_dim", "elbo", "psnr", "codebook_perplexity", "prior_bits_per_code",
+                      "fd_fmnist", "sample_precision", "sample_recall")
 # The showcase evaluates on the first 2,000 test items and 1,000 samples (eval.json records both), so the
 # whole demo stays within about 5 minutes; 'aezoo eval RUN_DIR' gives the full-size numbers.
 QUICK_EVAL = {"items": 2000, "samples": 1000, "nll_items": 200, "nll_k": 100, "probe_train": 2000}
@@ -57,7 +78,7 @@ def run_demo(out: str = "runs/demo", minutes: float = 3.3, data_spec: str = "fas
     write_bytes(out_dir / "demo.json", b'{"demo": true}\n')
     budget = max(0.2, (minutes - 0.6) / RUNS)  # leave time for evaluation and reports
     sections, commands = [], []
-    for folder, model_name, preset, sets, title in STEPS:
+    for folder, model_name, preset, sets, title, shows, prior in STEPS:
         run_dir = out_dir / folder
         cmd = f"aezoo train {model_name} --data {data_spec} --out {run_dir} --max-minutes {budget:.2f}" + \
               (f" --preset {preset}" if preset else "") + "".join(f" --set {s}" for s in sets)
@@ -66,19 +87,14 @@ def run_demo(out: str = "runs/demo", minutes: float = 3.3, data_spec: str = "fas
         metrics = train_run(model_name, data_spec, str(run_dir), preset=preset, model_overrides=sets,
                             train_overrides={"epochs": None, "max_minutes": budget}, train_sets=["epochs=null"],
                             progress=progress, dataset=dataset, eval_options=QUICK_EVAL)
-        from ..models.base import load_model
-
-        if model_name == "vqvae":  # second stage: the prior, trained on the frozen model's codes
-            from .prior import train_prior
-
-            prior_dir = out_dir / "vqvae-prior"
-            cmd2 = f"aezoo train pixelcnn --prior-of {run_dir} --out {prior_dir} --max-minutes {budget:.2f}"
+        if prior is not None:  # second stage: the prior, trained on the frozen model's codes
+            prior_dir = out_dir / f"{folder}-prior"
+            cmd2 = f"aezoo train {prior} --prior-of {run_dir} --out {prior_dir} --max-minutes {budget:.2f}"
             commands.append(cmd2)
             print(f"aezoo demo: {cmd2}", file=sys.stderr)
-            train_prior(str(run_dir), str(prior_dir), train_overrides={"epochs": None, "max_minutes": budget},
-                        train_sets=["epochs=null"], progress=progress, eval_options=QUICK_EVAL)
-            from ..io import read_json
-
+            train_prior(str(run_dir), str(prior_dir), prior=prior,
+                        train_overrides={"epochs": None, "max_minutes": budget}, train_sets=["epochs=null"],
+                        progress=progress, eval_options=QUICK_EVAL)
             metrics = read_json(run_dir / "eval.json")  # refreshed with the prior's metrics
             shown = f"{html.escape(cmd)}</code> then <code>{html.escape(cmd2)}"
         else:
@@ -86,17 +102,14 @@ def run_demo(out: str = "runs/demo", minutes: float = 3.3, data_spec: str = "fas
         model = load_model(run_dir)
         body = f"<h2>{html.escape(title)}</h2><p><code>{shown}</code> &middot; " \
                f"<a href='{folder}/report.html'>full run report</a></p>"
-        if model_name == "ae":
+        if shows == "pca":
             body += ae_vs_pca(model, dataset, metrics)
-        elif model_name in ("vae", "vqvae"):
-            keys = ("nll_nats", "nll_bits_per_dim", "elbo", "psnr", "codebook_perplexity", "prior_bits_per_code",
-                    "fd_fmnist", "sample_precision", "sample_recall")
-            body += table([(k, metrics[k]) for k in keys if k in metrics], ("test metric", "value"))
+        elif shows == "generative":
+            body += table([(k, metrics[k]) for k in GENERATIVE_METRICS if k in metrics], ("test metric", "value"))
             body += "".join(generative_sections(model, dataset))
-        else:
+        else:  # restoration
             body += table([(k, metrics[k]) for k in ("corruption", "psnr_corrupted", "psnr_restored")],
                           ("test metric", "value"))
-        if model_name == "dae":
             body += "".join(s for s in run_sections(run_dir, model, dataset) if "<h2>Restoration" in s)
         sections.append(body)
     head = (f"<h1>aezoo demo on {html.escape(data_spec)}</h1><p class='muted'>Made in "

@@ -12,13 +12,13 @@ import torch
 
 from ..errors import UserError
 from ..hashing import HashIndex, sha256
-from ..models.base import load_model
-from .runs import open_run
+from ..models.base import Autoencoder, load_model
+from ..models.run import open_run
 
 
 def encode_codes(model, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
     """(bits (N, b) bool, continuous codes (N, b)) of ``x``, in batches, on the model's device."""
-    if not hasattr(model, "codes"):
+    if not _has_binary_codes(model):
         raise UserError(f"model {model.name!r} has no binary codes; train a 'hash' model for an index")
     model.eval()
     bits, cont = [], []
@@ -28,6 +28,10 @@ def encode_codes(model, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.
             bits.append(b.cpu())
             cont.append(c.cpu())
     return torch.cat(bits), torch.cat(cont)
+
+
+def _has_binary_codes(model) -> bool:
+    return isinstance(model, Autoencoder) and model.binary_codes  # a Prior (another model's codes) has none
 
 
 def model_reference(run_dir: str) -> dict:
@@ -45,7 +49,7 @@ def build_index(run_dir: str, data_spec: str | None, out: str, split: str = "tra
         if not (out_dir / "manifest.json").is_file():
             raise UserError(f"{out}: not an aezoo index; --overwrite only replaces index directories")
     model, dataset = open_run(run_dir, data_spec, data_dir, progress)
-    if not hasattr(model, "codes"):
+    if not _has_binary_codes(model):
         raise UserError(f"{run_dir}: a {model.name!r} model has no binary codes; train a 'hash' model")
     bits = model.config.bits
     kind = kind or ("hash" if bits <= 64 else "multihash")

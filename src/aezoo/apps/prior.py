@@ -9,52 +9,29 @@ quality and the prior's NLL.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-import torch
-
-from .. import data as data_mod
 from ..errors import UserError
 from ..io import write_json
 from ..models.base import load_model
+from ..models.codes import open_codes
 from ..models.vqvae import PRIOR_LINK
-from .runs import finish_run, open_run, train_run
+from .runs import finish_run, train_run
 
 
-@torch.no_grad()
-def code_grids(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """(N, H/4, W/4) code indices (as float32, exact) of images x."""
-    model.eval()
-    out = [model.code_indices(x[i : i + batch_size].to(model.device)).cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(out).float()
-
-
-def codes_dataset(run_dir: str, data_spec: str | None, data_dir: str | None, progress: bool):
-    vq, dataset = open_run(run_dir, data_spec, data_dir, progress)
-    if not hasattr(vq, "code_indices"):
-        raise UserError(f"{run_dir}: --prior-of needs a VQ-VAE run; this one holds a {vq.name!r} model")
-    return vq, dataset, codes_of(vq, dataset, f"codes:{Path(run_dir).resolve()}")
-
-
-def codes_of(vq, dataset, spec: str = "codes"):
-    """The dataset of ``vq``'s code grids of every split of ``dataset`` (labels kept)."""
-    splits = {name: data_mod.Split(code_grids(vq, getattr(dataset, name).x), getattr(dataset, name).y)
-              for name in ("train", "val", "test")}
-    return data_mod.Dataset(spec=spec, kind="codes", classes=dataset.classes, meta={"images": dataset.spec}, **splits)
-
-
-def train_prior(run_dir: str, out: str, *, data_spec: str | None = None, preset=None, model_overrides=(),
-                train_overrides=None, train_sets=(), resume=False, overwrite=False, data_dir=None,
+def train_prior(run_dir: str, out: str, *, prior: str = "pixelcnn", data_spec: str | None = None, preset=None,
+                model_overrides=(), train_overrides=None, train_sets=(), resume=False, overwrite=False, data_dir=None,
                 progress=True, eval_options: dict | None = None) -> dict:
+    """Train the registered :class:`~aezoo.models.base.Prior` ``prior`` on the codes of the run ``run_dir``
+    into ``out``, link it to the run, and refresh the run's evaluation and report."""
     if Path(out).resolve() == Path(run_dir).resolve():
         raise UserError("--out must be a new directory, not the VQ-VAE run itself")
     if data_spec is not None:
         raise UserError("--prior-of trains on the codes of the VQ-VAE's own training data; drop --data")
-    vq, images, codes = codes_dataset(run_dir, None, data_dir, progress)
+    vq, images, codes = open_codes(run_dir, data_dir, progress)
     sets = [f"num_codes={vq.config.num_codes}", f"prior_of={json.dumps(str(Path(run_dir).resolve()))}",
             *model_overrides]
-    metrics = train_run("pixelcnn", codes.spec, out, preset=preset, model_overrides=[] if resume else sets,
+    metrics = train_run(prior, codes.spec, out, preset=preset, model_overrides=[] if resume else sets,
                         train_overrides=train_overrides, train_sets=train_sets, resume=resume, overwrite=overwrite,
                         progress=progress, dataset=codes, eval_options=eval_options)
     # link the pair (atomically), then refresh the VQ-VAE run's evaluation and report with the prior
@@ -62,22 +39,3 @@ def train_prior(run_dir: str, out: str, *, data_spec: str | None = None, preset=
     vq = load_model(run_dir)
     finish_run(vq, images, Path(run_dir), eval_options)
     return metrics
-
-
-@torch.no_grad()
-def prior_metrics(prior, codes: torch.Tensor, batch_size: int = 500) -> dict:
-    """The prior's negative log-likelihood of code grids: nats per grid and bits per code."""
-    prior.eval()
-    total = 0.0
-    for i in range(0, len(codes), batch_size):
-        total -= float(prior.log_prob(codes[i : i + batch_size].to(prior.device)).sum())
-    per_grid = total / len(codes)
-    return {"prior_nll_nats": per_grid, "prior_bits_per_code": per_grid / (codes[0].numel() * math.log(2))}
-
-
-def codebook_perplexity(indices: torch.Tensor, num_codes: int) -> dict:
-    """exp(entropy) of the code usage over a whole split, and the fraction of codes used."""
-    counts = torch.bincount(indices.long().flatten(), minlength=num_codes).double()
-    p = counts / counts.sum()
-    entropy = -(p[p > 0] * p[p > 0].log()).sum()
-    return {"codebook_perplexity": float(entropy.exp()), "codebook_used": float((counts > 0).double().mean())}

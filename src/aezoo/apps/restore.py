@@ -19,7 +19,7 @@ from ..models.base import Autoencoder
 
 
 def require_restorer(model: Autoencoder, run_dir: str, inpaint: bool) -> None:
-    if not hasattr(model, "restore"):
+    if not (isinstance(model, Autoencoder) and model.restores):
         raise UserError(f"{run_dir} holds an {model.name!r} model, not a restoration model; train one with "
                         f"'aezoo train dae --set corruption={'boxes:0.25' if inpaint else 'gaussian:0.2'} ...'")
     if inpaint and not model.inpaints:

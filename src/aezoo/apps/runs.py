@@ -11,17 +11,16 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
-
 from .. import data as data_mod
 from ..config import apply_overrides, from_dict, to_dict
 from ..errors import UserError
-from ..eval import reconstruct, reconstruction_metrics, restoration_metrics
+from ..eval import reconstruction_metrics, restoration_metrics
 from ..io import read_json, save_image, write_json
-from ..models.base import Autoencoder, Model, load_model, make_config
+from ..models.base import Autoencoder, Model, Prior, make_config
+from ..models.run import check_compatible
 from ..rng import seeded
 from ..registry import get as get_model_class
-from ..report import image_grid, to_images
+from ..report import reconstruction_grid
 from ..train import TrainConfig, Trainer
 
 
@@ -87,12 +86,12 @@ def _apply_train(cfg: TrainConfig, values: dict, sets: list[str]) -> TrainConfig
     return cfg
 
 
-def finish_run(model: Autoencoder, dataset: data_mod.Dataset, out_dir: Path, eval_options: dict | None = None) -> dict:
+def finish_run(model: Model, dataset: data_mod.Dataset, out_dir: Path, eval_options: dict | None = None) -> dict:
     """Test metrics into ``eval.json`` and a reconstruction grid into ``reconstructions.png``."""
     model.to("cpu")
     metrics = evaluate(model, dataset, "test", **(eval_options or {}))
     write_json(out_dir / "eval.json", metrics)
-    if dataset.kind == "codes":  # a prior: its samples are shown in the report of the VQ-VAE it belongs to
+    if isinstance(model, Prior):  # its samples are shown in the report of the VQ-VAE it belongs to
         return metrics
     if dataset.kind != "text":
         save_image(out_dir / "reconstructions.png", reconstruction_grid(model, dataset, "test", 12))
@@ -112,8 +111,8 @@ def evaluate(model: Autoencoder, dataset: data_mod.Dataset, split: str = "test",
     if items is not None:
         part = part.head(items)
     metrics = {"model": model.name, "data": dataset.spec, "split": split}
-    if dataset.kind == "codes":  # a prior over VQ-VAE codes
-        from .prior import prior_metrics
+    if isinstance(model, Prior):  # a prior over VQ-VAE codes
+        from ..eval.codes import prior_metrics
 
         metrics.update(prior_metrics(model, part.x))
         return metrics
@@ -121,16 +120,17 @@ def evaluate(model: Autoencoder, dataset: data_mod.Dataset, split: str = "test",
     metrics.update(reconstruction_metrics(model, part.x, data_range=hi - lo))
     if dataset.kind == "text":  # a peak signal-to-noise ratio of word counts means nothing
         metrics.pop("psnr", None)
-    if hasattr(model, "code_indices"):  # VQ-VAE: codebook use, and its prior's NLL once it has one
-        from .prior import code_grids, codebook_perplexity, prior_metrics
+    if model.discrete_codes:  # VQ-VAE: codebook use, and its prior's NLL once it has one
+        from ..eval.codes import codebook_perplexity, prior_metrics
+        from ..models.codes import code_grids
 
         grids = code_grids(model, part.x)
         metrics.update(codebook_perplexity(grids, model.config.num_codes))
         if model.prior is not None:
             metrics.update(prior_metrics(model.prior, grids))
-    if hasattr(model, "restore"):  # restoration models: how well they undo their own corruption
+    if model.restores:  # restoration models: how well they undo their own corruption
         metrics.update(restoration_metrics(model, part.x, model.corruption))
-    if hasattr(model, "log_importance_weights"):  # latent-variable models: ELBO and importance-sampled NLL
+    if model.has_likelihood:  # latent-variable models: ELBO and importance-sampled NLL
         from ..eval.likelihood import elbo, importance_nll
 
         n = min(len(part.x), nll_items)
@@ -152,7 +152,7 @@ def evaluate(model: Autoencoder, dataset: data_mod.Dataset, split: str = "test",
 def sample_quality(model: Autoencoder, dataset: data_mod.Dataset, part, n: int = 5000) -> dict:
     """Frechet distance and precision/recall of samples against real items, in the features of the
     Fashion-MNIST classifier (28x28 greyscale data only; not Inception FID)."""
-    from ..apps.generate import sample_images
+    from ..eval.generate import sample_images
     from ..eval.features import classifier_features, weights_path
     from ..eval.generative import frechet_distance, precision_recall
 
@@ -164,37 +164,3 @@ def sample_quality(model: Autoencoder, dataset: data_mod.Dataset, part, n: int =
     out = {"fd_fmnist": frechet_distance(real, fake), "sample_items": n}
     out.update({f"sample_{k}": v for k, v in precision_recall(real, fake).items()})
     return out
-
-
-def reconstruction_grid(model: Autoencoder, dataset: data_mod.Dataset, split: str, n: int):
-    check_compatible(model, dataset)
-    x = dataset.split(split).x[:n]
-    rec = reconstruct(model, x)
-    return image_grid([to_images(x, dataset.shape, dataset.kind), to_images(rec, dataset.shape, dataset.kind)])
-
-
-def check_compatible(model: Autoencoder, dataset: data_mod.Dataset) -> None:
-    if tuple(dataset.shape) != tuple(model.config.input_shape):
-        raise UserError(f"{dataset.spec!r} has items of shape {dataset.shape}; the model was trained on "
-                        f"{tuple(model.config.input_shape)}")
-
-
-def open_run(run_dir: str, data_spec: str | None, data_dir: str | None, progress: bool = True,
-             refine_steps: int | None = None):
-    """The saved model of ``run_dir`` and a dataset (``data_spec``, or the one it was trained on).
-    ``refine_steps``: for an ``ae``, refine its codes by that many steps (see ``AE.refine``)."""
-    model = load_model(run_dir)
-    if refine_steps is not None:
-        if model.name != "ae":
-            raise UserError(f"--refine-steps applies to ae models; {run_dir} holds a {model.name}")
-        model.config.refine_steps = refine_steps
-        model.config.validate()  # the config's own check of the value
-    if data_spec is None:
-        run = Path(run_dir) / "run.json"
-        if not run.is_file():
-            raise UserError(f"{run_dir}: no run.json to tell which data the model was trained on; pass --data")
-        data_spec = read_json(run)["data"]
-    with torch.no_grad():
-        dataset = data_mod.load(data_spec, data_dir, progress, vocabulary=model.config.vocabulary or None)
-    check_compatible(model, dataset)
-    return model, dataset

@@ -18,41 +18,22 @@ A spec is ``KIND``, ``KIND:PATH`` or either followed by ``?option=value&option=v
 Every spec also takes ``limit=N``: keep the first N items of each split (quick experiments, tests), and
 image specs take ``binarize=T``: values above T become 1, the others 0 (fixed binarisation, e.g. for
 Bernoulli likelihoods measured on binary data as in the IWAE paper).
+
+How a source registers: ``register_source(kind, about, load, needs_path=..., options=...)`` makes
+``KIND[:PATH][?options]`` load with ``load(spec, data_dir, progress, vocabulary) -> Dataset``, where
+``spec`` is the parsed :class:`Spec`. The sources above are registered at the end of this module, except
+``codes:``, which needs a trained model: :mod:`aezoo.models.codes` registers it when the models package
+is imported, so this package never imports a layer above it.
 """
 
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from typing import Callable
 
 from ..errors import UserError
 from .base import Dataset, Split, batches, num_batches
-
-KINDS = {
-    "fashion-mnist": "Fashion-MNIST (IDX files; Debian package dataset-fashion-mnist)",
-    "mnist": "MNIST digits (IDX files)",
-    "digits": "scikit-learn's 8x8 digits",
-    "lines": "ACAI's synthetic 32x32 lines (generated, seeded)",
-    "folder": "folder:PATH, image files (sub-folders give labels)",
-    "npy": "npy:PATH, an array of items",
-    "npz": "npz:PATH, arrays x, y, x_test, y_test",
-    "csv": "csv:PATH, a numeric table",
-    "text": "text:PATH, documents (JSON lines, .txt folder or one per line) as word counts",
-    "codes": "codes:RUN_DIR, the code grids of a trained VQ-VAE (data for its pixelcnn prior)",
-}
-_NEEDS_PATH = {"folder", "npy", "npz", "csv", "text", "codes"}
-_OPTIONS = {
-    "fashion-mnist": set(),
-    "mnist": set(),
-    "digits": set(),
-    "lines": {"n", "test", "size", "seed"},
-    "folder": {"size", "grey"},
-    "npy": {"kind"},
-    "npz": {"kind"},
-    "csv": {"label", "header"},
-    "text": {"vocab"},
-    "codes": set(),
-}
 
 
 @dataclass(frozen=True)
@@ -60,6 +41,29 @@ class Spec:
     kind: str
     path: str | None
     options: dict
+
+
+@dataclass(frozen=True)
+class Source:
+    """How specs of one kind load (see the module docstring)."""
+
+    about: str  # one line, shown by 'aezoo list'
+    load: Callable[[Spec, str | None, bool, object], Dataset]  # (spec, data_dir, progress, vocabulary)
+    needs_path: bool  # KIND:PATH, else KIND alone
+    options: frozenset[str]  # besides limit and binarize
+
+
+_SOURCES: dict[str, Source] = {}
+KINDS: dict[str, str] = {}  # kind -> its one-line description, in registration order
+
+
+def register_source(kind: str, about: str, load: Callable, *, needs_path: bool = False, options=()) -> None:
+    """Make specs of ``kind`` load with ``load(spec, data_dir, progress, vocabulary)``."""
+    old = _SOURCES.get(kind)
+    if old is not None and old.load.__module__ != load.__module__:
+        raise ValueError(f"dataset kind {kind!r} registered twice")
+    _SOURCES[kind] = Source(about, load, needs_path, frozenset(options))
+    KINDS[kind] = about
 
 
 def parse_spec(spec: str) -> Spec:
@@ -70,16 +74,17 @@ def parse_spec(spec: str) -> Spec:
         hint = difflib.get_close_matches(kind, KINDS, n=1)
         extra = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise UserError(f"unknown dataset {spec!r}{extra}; known kinds: {', '.join(KINDS)}")
-    if kind in _NEEDS_PATH and not path:
+    source = _SOURCES[kind]
+    if source.needs_path and not path:
         raise UserError(f"dataset {kind!r} needs a path: {kind}:PATH")
-    if kind not in _NEEDS_PATH and sep:
+    if not source.needs_path and sep:
         raise UserError(f"dataset {kind!r} takes no path (got {spec!r})")
     options = {}
     for part in filter(None, query.split("&")):
         key, eq, value = part.partition("=")
         if not eq:
             raise UserError(f"dataset option {part!r} in {spec!r} needs a value: {part}=VALUE")
-        allowed = _OPTIONS[kind] | {"limit", "binarize"}
+        allowed = source.options | {"limit", "binarize"}
         if key not in allowed:
             raise UserError(f"dataset {kind!r} has no option {key!r}; options: {', '.join(sorted(allowed))}")
         options[key] = value
@@ -133,39 +138,7 @@ def load(spec: str, data_dir: str | None = None, progress: bool = True, vocabula
     over these words (a trained model's) instead of fitting a vocabulary to the data."""
     s = parse_spec(spec)
     o = s.options
-    if s.kind in ("fashion-mnist", "mnist"):
-        from .idx import load_idx_dataset
-
-        ds = load_idx_dataset(s.kind, data_dir, progress)
-    elif s.kind == "digits":
-        from .synthetic import load_digits
-
-        ds = load_digits()
-    elif s.kind == "lines":
-        from .synthetic import load_lines
-
-        ds = load_lines(_int(o, "n", 50000, 2), _int(o, "test", 5000), _int(o, "size", 32, 4), _int(o, "seed", 0, 0))
-    elif s.kind == "folder":
-        from .files import load_folder
-
-        ds = load_folder(s.path, _size(o.get("size")), _bool(o.get("grey")))
-    elif s.kind in ("npy", "npz"):
-        from . import files
-
-        kind = _choice(o.get("kind"), ("image", "vector"), "kind")
-        ds = (files.load_npy if s.kind == "npy" else files.load_npz)(s.path, kind)
-    elif s.kind == "text":
-        from .text import load_text
-
-        ds = load_text(s.path, _int(o, "vocab", 2000), vocabulary, spec)
-    elif s.kind == "codes":
-        from ..apps.prior import codes_dataset
-
-        ds = codes_dataset(s.path, None, data_dir, progress)[2]
-    else:  # csv
-        from .files import load_csv
-
-        ds = load_csv(s.path, o.get("label"), _choice(o.get("header"), ("auto", "yes", "no"), "header") or "auto")
+    ds = _SOURCES[s.kind].load(s, data_dir, progress, vocabulary)
     if "limit" in o:
         n = _int(o, "limit", 0)
         for name in ("train", "val", "test"):
@@ -184,4 +157,63 @@ def load(spec: str, data_dir: str | None = None, progress: bool = True, vocabula
     return ds
 
 
-__all__ = ["Dataset", "Split", "batches", "num_batches", "load", "parse_spec", "KINDS"]
+# --- the sources of this package (``codes:`` is registered by aezoo.models.codes) ------------------
+def _idx(s: Spec, data_dir, progress, vocabulary) -> Dataset:
+    from .idx import load_idx_dataset
+
+    return load_idx_dataset(s.kind, data_dir, progress)
+
+
+def _digits(s: Spec, data_dir, progress, vocabulary) -> Dataset:
+    from .synthetic import load_digits
+
+    return load_digits()
+
+
+def _lines(s: Spec, data_dir, progress, vocabulary) -> Dataset:
+    from .synthetic import load_lines
+
+    o = s.options
+    return load_lines(_int(o, "n", 50000, 2), _int(o, "test", 5000), _int(o, "size", 32, 4), _int(o, "seed", 0, 0))
+
+
+def _folder(s: Spec, data_dir, progress, vocabulary) -> Dataset:
+    from .files import load_folder
+
+    return load_folder(s.path, _size(s.options.get("size")), _bool(s.options.get("grey")))
+
+
+def _array(s: Spec, data_dir, progress, vocabulary) -> Dataset:
+    from . import files
+
+    kind = _choice(s.options.get("kind"), ("image", "vector"), "kind")
+    return (files.load_npy if s.kind == "npy" else files.load_npz)(s.path, kind)
+
+
+def _csv(s: Spec, data_dir, progress, vocabulary) -> Dataset:
+    from .files import load_csv
+
+    header = _choice(s.options.get("header"), ("auto", "yes", "no"), "header") or "auto"
+    return load_csv(s.path, s.options.get("label"), header)
+
+
+def _text(s: Spec, data_dir, progress, vocabulary) -> Dataset:
+    from .text import load_text
+
+    return load_text(s.path, _int(s.options, "vocab", 2000), vocabulary)
+
+
+register_source("fashion-mnist", "Fashion-MNIST (IDX files; Debian package dataset-fashion-mnist)", _idx)
+register_source("mnist", "MNIST digits (IDX files)", _idx)
+register_source("digits", "scikit-learn's 8x8 digits", _digits)
+register_source("lines", "ACAI's synthetic 32x32 lines (generated, seeded)", _lines,
+                options={"n", "test", "size", "seed"})
+register_source("folder", "folder:PATH, image files (sub-folders give labels)", _folder, needs_path=True,
+                options={"size", "grey"})
+register_source("npy", "npy:PATH, an array of items", _array, needs_path=True, options={"kind"})
+register_source("npz", "npz:PATH, arrays x, y, x_test, y_test", _array, needs_path=True, options={"kind"})
+register_source("csv", "csv:PATH, a numeric table", _csv, needs_path=True, options={"label", "header"})
+register_source("text", "text:PATH, documents (JSON lines, .txt folder or one per line) as word counts", _text,
+                needs_path=True, options={"vocab"})
+
+__all__ = ["Dataset", "Split", "Spec", "batches", "num_batches", "load", "parse_spec", "register_source", "KINDS"]

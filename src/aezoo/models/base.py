@@ -181,8 +181,14 @@ class Autoencoder(Model):
 
     @property
     def discrete_codes(self) -> bool:
-        """``code_indices(x)`` gives grids of codebook indices, which a :class:`Prior` can model."""
+        """``code_indices(x)`` gives grids of indices into ``config.num_codes`` codebook vectors, which a
+        :class:`Prior` can model; ``prior`` is the one attached."""
         return False
+
+    @property
+    def prior(self) -> Prior | None:
+        """The second-stage :class:`Prior` over this model's codes once one is attached (see ``attach``)."""
+        return None
 
     @property
     def refines_codes(self) -> bool:

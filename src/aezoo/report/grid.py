@@ -1,4 +1,4 @@
-"""Image grids with Pillow and NumPy (no torchvision)."""
+"""Image grids with Pillow and NumPy (no torchvision): rows of items, samples, reconstructions."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import torch
 from PIL import Image
 
 from ..errors import UserError
+from ..eval import reconstruct
+from ..models.run import check_compatible
 
 
 def to_images(x: torch.Tensor, shape: tuple[int, ...], kind: str) -> np.ndarray:
@@ -45,3 +47,20 @@ def image_grid(rows: list[np.ndarray], pad: int = 2, scale: int | None = None, b
     if scale > 1:
         im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
     return im
+
+
+def grid_of(images: torch.Tensor, shape, kind: str, per_row: int) -> Image.Image:
+    """Items in rows of ``per_row``, the last row padded with blanks."""
+    rows = [to_images(images[i : i + per_row], shape, kind) for i in range(0, len(images), per_row)]
+    if len(rows) > 1 and len(rows[-1]) < per_row:  # pad the last row with blanks
+        last = rows[-1]
+        rows[-1] = np.concatenate([last, np.ones((per_row - len(last), *last.shape[1:]), last.dtype)])
+    return image_grid(rows)
+
+
+def reconstruction_grid(model, dataset, split: str, n: int) -> Image.Image:
+    """The first ``n`` items of a split (top) and their reconstructions (bottom)."""
+    check_compatible(model, dataset)
+    x = dataset.split(split).x[:n]
+    rec = reconstruct(model, x)
+    return image_grid([to_images(x, dataset.shape, dataset.kind), to_images(rec, dataset.shape, dataset.kind)])

@@ -78,10 +78,9 @@ def run_sections(run_dir: Path, model, dataset) -> list[str]:
     """The report's sections for one run (also used by the demo's combined report)."""
     import torch
 
-    from ..apps.runs import reconstruction_grid
     from ..eval import corrupt_fixed, embed, restore_batched
     from . import figures
-    from .grid import image_grid, to_images
+    from .grid import image_grid, reconstruction_grid, to_images
 
     run = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
     evaluation = read_json(run_dir / "eval.json") if (run_dir / "eval.json").is_file() else {}
@@ -93,7 +92,7 @@ def run_sections(run_dir: Path, model, dataset) -> list[str]:
     if dataset.kind != "text":  # word-count vectors make no picture
         out.append("<h2>Reconstructions</h2>" + figure(pil_png(reconstruction_grid(model, dataset, "test", 16)),
                                                        "Test items (top) and their reconstructions (bottom)."))
-    if hasattr(model, "restore"):
+    if model.restores:
         x = dataset.test.x[:16]
         noisy, hole = corrupt_fixed(x, model.corruption, 0)
         restored = restore_batched(model, noisy, hole)
@@ -120,8 +119,8 @@ def run_sections(run_dir: Path, model, dataset) -> list[str]:
 def generative_sections(model, dataset) -> list[str]:
     """Samples (models with a prior), interpolations (models that decode a code alone), traversals
     (low-dimensional priors)."""
-    from ..apps.generate import grid_of, interpolation_rows, sample_images, traversal_rows
-    from .grid import image_grid, to_images
+    from ..eval.generate import interpolation_rows, sample_images, traversal_rows
+    from .grid import grid_of, image_grid, to_images
 
     out = []
     if dataset.kind != "image":
@@ -134,7 +133,7 @@ def generative_sections(model, dataset) -> list[str]:
         out.append("<h2>Interpolations</h2>" + figure(
             pil_png(image_grid([to_images(r, dataset.shape, "image") for r in rows])),
             "Between pairs of test items, endpoints included; rows alternate linear and spherical paths in code space."))
-    if model.can_sample and getattr(model.config, "latent_dim", 0) and model.config.latent_dim <= 10:
+    if model.can_sample and 0 < model.traversal_dims <= 10:
         t = traversal_rows(model)
         out.append("<h2>Latent traversals</h2>" + figure(
             pil_png(image_grid([to_images(r, dataset.shape, "image") for r in t])),
@@ -168,7 +167,7 @@ def model_card(model, run: dict, evaluation: dict) -> str:
 def write_report(run_dir: str | Path, data_spec: str | None = None, data_dir: str | None = None,
                  progress: bool = False, dataset=None, model=None) -> Path:
     """Write ``report.html`` into ``run_dir`` and return its path."""
-    from ..apps.runs import open_run
+    from ..models.run import open_run
 
     run_dir = Path(run_dir)
     if model is None or dataset is None:

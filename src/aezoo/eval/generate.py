@@ -1,4 +1,5 @@
-"""Sampling, interpolation and latent traversals."""
+"""Drawing from a trained model: samples, interpolation paths and latent traversals, as decoded
+items (figures are made of them by the report and the CLI; sample quality is measured on them)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..models.base import Autoencoder, Prior
 from ..rng import seeded
-from ..report.grid import image_grid, to_images
 
 
 def require_generator(model, run_dir: str) -> None:
-    if hasattr(model, "prior") and not model.can_sample:  # a two-stage model whose prior is not trained yet
+    if isinstance(model, Prior):
+        raise UserError(f"{run_dir} holds a {model.name!r} prior over another model's codes; sample from the "
+                        "run it belongs to")
+    if model.discrete_codes and model.prior is None:  # a two-stage model whose prior is not trained yet
         raise UserError(f"{run_dir}: no prior has been trained for this {model.name!r} model yet; train one with "
                         f"'aezoo train pixelcnn --prior-of {run_dir} --out PRIOR_DIR'")
     if not model.can_sample:
@@ -76,9 +80,12 @@ def interpolation_rows(model, x: torch.Tensor, pairs: int, steps: int, mode: str
 
 
 @torch.no_grad()
-def traversal_rows(model, steps: int = 9, span: float = 3.0, max_dims: int = 10) -> list[torch.Tensor]:
+def traversal_rows(model: Autoencoder, steps: int = 9, span: float = 3.0, max_dims: int = 10) -> list[torch.Tensor]:
     """One row per latent dimension: decode z = 0 with that coordinate swept over [-span, span]."""
-    d = int(model.config.latent_dim)
+    d = model.traversal_dims
+    if d == 0:
+        raise UserError(f"this {model.name!r} model has no standard-normal prior over a code vector to traverse; "
+                        "train a 'vae' for latent traversals")
     if d > max_dims:
         raise UserError(f"latent traversals are for low-dimensional codes (at most {max_dims}); this one has {d}")
     model.eval()
@@ -90,10 +97,3 @@ def traversal_rows(model, steps: int = 9, span: float = 3.0, max_dims: int = 10)
         rows.append(model.decode(z.to(model.device)).float().cpu())
     return rows
 
-
-def grid_of(images: torch.Tensor, shape, kind: str, per_row: int):
-    rows = [to_images(images[i : i + per_row], shape, kind) for i in range(0, len(images), per_row)]
-    if len(rows) > 1 and len(rows[-1]) < per_row:  # pad the last row with blanks
-        last = rows[-1]
-        rows[-1] = np.concatenate([last, np.ones((per_row - len(last), *last.shape[1:]), last.dtype)])
-    return image_grid(rows)
