@@ -1,7 +1,10 @@
 """The command line through a subprocess, as a user runs it."""
 
+import errno
 import json
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,3 +156,60 @@ def test_eval_with_refined_codes_reconstructs_better(run):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["recon_sse_per_item"] < metrics["recon_sse_per_item"]
     one_line_error(run_cli("eval", out, "--refine-steps", "-3"), "must be >= 0")
+
+
+def test_unwritable_outputs_are_one_line_errors(run, tmp_path):
+    out, _ = run
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    (tmp_path / "z.npy").mkdir()
+    one_line_error(run_cli("train", "ae", "--data", "digits", "--out", blocker / "run"),
+                   f"{blocker / 'run'}: cannot write ({blocker} is a file, not a folder)")
+    one_line_error(run_cli("embed", out, "--out", tmp_path / "z.npy"), "z.npy: cannot write (it is a folder)")
+    one_line_error(run_cli("reconstruct", out, "--out", blocker / "r.png"), "r.png: cannot write")
+    assert blocker.read_text() == "x" and not list((tmp_path / "z.npy").iterdir())
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_folder_is_a_user_error(run, tmp_path):
+    out, _ = run
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        one_line_error(run_cli("reconstruct", out, "--out", locked / "r.png"), "cannot write (no permission")
+    finally:
+        locked.chmod(0o755)
+
+
+@pytest.mark.parametrize("full", ["checkpoint", "metrics"])
+def test_full_disk_is_a_user_error_and_leaves_no_partial_file(full, tmp_path, capsys, monkeypatch):
+    from aezoo import cli
+
+    def half_then_enospc(write):
+        def fake(target, data):
+            write(target, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return fake
+
+    if full == "checkpoint":  # atomic files (safetensors, JSON, images) are written with Path.write_bytes
+        real = Path.write_bytes
+        monkeypatch.setattr(Path, "write_bytes", lambda self, data: (half_then_enospc(real) if "checkpoint" in self.name
+                                                                     else real)(self, data))
+        victim = "checkpoint.safetensors"
+    else:  # metrics.jsonl is appended to with os.write
+        monkeypatch.setattr(os, "write", half_then_enospc(os.write))
+        victim = "metrics.jsonl"
+    out = tmp_path / "run"
+    status = cli.main(["train", "ae", "--data", "digits", "--out", str(out), "--epochs", "1", "--set", "widths=[16]",
+                       "--set", "latent_dim=4", "--quiet"])
+    assert status == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"aezoo: error: {out / victim}: cannot write (no space left on the device)"]
+    names = {p.name for p in out.iterdir()}
+    assert not [n for n in names if n.startswith(".")]  # no temporary file left
+    if full == "checkpoint":
+        assert victim not in names
+    else:
+        assert (out / victim).read_bytes() == b""  # the half-written line was removed

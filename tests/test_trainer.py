@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -98,23 +99,23 @@ def test_crash_during_checkpoint_write_leaves_previous_checkpoint(tmp_path, digi
     m = Noisy()
     cfg = aezoo.TrainConfig(epochs=1, batch_size=64, progress=False, checkpoint_every=5)
     calls = {"n": 0}
-    real = ckpt.save_file
+    real = Path.write_bytes
 
-    def dying_save(tensors, path, metadata=None):
-        calls["n"] += 1
-        if calls["n"] == 2:  # the second checkpoint: write half a file, then "crash"
-            with open(path, "wb") as f:
-                f.write(b"\x00" * 100)
-            raise KeyboardInterrupt("power cut")
-        real(tensors, path, metadata=metadata)
+    def dying_write(self, data):  # files are written atomically through Path.write_bytes of a temporary file
+        if "checkpoint" in self.name:
+            calls["n"] += 1
+            if calls["n"] == 2:  # the second checkpoint: write half a file, then "crash"
+                real(self, data[: len(data) // 2])
+                raise KeyboardInterrupt("power cut")
+        return real(self, data)
 
-    monkeypatch.setattr(ckpt, "save_file", dying_save)
+    monkeypatch.setattr(Path, "write_bytes", dying_write)
     with pytest.raises(KeyboardInterrupt):
         aezoo.Trainer(m, digits, cfg, tmp_path / "run").fit()
     _, state, _ = ckpt.read_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
     assert state["step"] == 5
     assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")) == []
-    monkeypatch.setattr(ckpt, "save_file", real)
+    monkeypatch.setattr(Path, "write_bytes", real)
     aezoo.Trainer(Noisy(), digits, cfg, tmp_path / "run").fit(resume=True)
 
 

@@ -260,11 +260,13 @@ def cmd_embed(a) -> int:
 
     from .errors import UserError
     from .eval import embed
-    from .io import atomic_path
+    from .io import atomic_path, check_output_file
     from .models.run import open_run
 
     if not a.out.endswith(".npy") or (a.labels_out and not a.labels_out.endswith(".npy")):
         raise UserError("--out (and --labels-out) must name a .npy file")
+    for path in filter(None, (a.out, a.labels_out)):
+        check_output_file(path)
     model, data = open_run(a.run_dir, a.data, a.data_dir, not a.quiet, a.refine_steps)
     part = data.split(a.split)
     if a.labels_out and part.y is None:
@@ -289,8 +291,7 @@ def cmd_reconstruct(a) -> int:
 
     if a.n < 1:
         raise UserError("-n must be at least 1")
-    if not a.out.lower().endswith((".png", ".jpg", ".jpeg")):
-        raise UserError("--out must name a .png or .jpg file")
+    _image_out(a.out)
     model, data = open_run(a.run_dir, a.data, a.data_dir, not a.quiet, a.refine_steps)
     save_image(a.out, reconstruction_grid(model, data, a.split, a.n))
     print(f"aezoo: originals (top) and reconstructions (bottom) written to {a.out}", file=sys.stderr)
@@ -320,7 +321,7 @@ def cmd_denoise(a) -> int:
     from .apps.restore import read_picture, require_restorer, restore_image, to_pil
     from .corrupt import parse
     from .errors import UserError
-    from .io import save_image, write_json
+    from .io import check_output_dir, save_image, write_json
     from .models.base import load_model
 
     if bool(a.inputs) == bool(a.data):
@@ -331,8 +332,7 @@ def cmd_denoise(a) -> int:
     model = load_model(a.run_dir)
     require_restorer(model, a.run_dir, inpaint=False)
     out = Path(a.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder")
+    check_output_dir(out)
     if a.data:
         metrics, grid = _restore_split(a, model, corruption or model.corruption)
         save_image(out / "denoise.png", grid)
@@ -364,8 +364,7 @@ def cmd_inpaint(a) -> int:
         raise UserError("give one image file to inpaint, or --data SPEC to inpaint a dataset split")
     if a.input and (bool(a.mask) == bool(a.box)):
         raise UserError("mark the missing pixels with --mask MASK.png or --box X,Y,W,H (one of them)")
-    if not a.out.lower().endswith((".png", ".jpg", ".jpeg")):
-        raise UserError("--out must name a .png or .jpg file")
+    _image_out(a.out)
     model = load_model(a.run_dir)
     require_restorer(model, a.run_dir, inpaint=True)
     if a.data:
@@ -407,10 +406,13 @@ def cmd_demo(a) -> int:
 
 
 def _image_out(path: str) -> None:
+    """Refuse early an image output that could not be written."""
     from .errors import UserError
+    from .io import check_output_file
 
     if not path.lower().endswith((".png", ".jpg", ".jpeg")):
         raise UserError("--out must name a .png or .jpg file")
+    check_output_file(path)
 
 
 def cmd_sample(a) -> int:

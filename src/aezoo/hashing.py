@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .io import atomic_path, read_json, write_json
+from .io import atomic_path, make_dir, read_json, write_bytes, write_json
 
 FORMAT = "aezoo-hash-index/1"
 KINDS = ("hash", "multihash", "flat", "ivf")
@@ -268,11 +268,10 @@ class HashIndex:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the index into ``directory`` (created; files replaced atomically, the manifest last)."""
         faiss = _faiss()
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        d = make_dir(directory)
         digests = {}
-        with atomic_path(d / "index.faiss") as tmp:
-            faiss.write_index_binary(self._index, str(tmp))
+        # serialised in memory, written by Python: a failing write is an OSError, not a FAISS RuntimeError
+        write_bytes(d / "index.faiss", faiss.serialize_index_binary(self._index).tobytes())
         digests["index.faiss"] = sha256(d / "index.faiss")
         arrays = {"codes.npy": self.codes}
         if self.continuous is not None:

@@ -1,9 +1,18 @@
-"""Atomic file writes and safe reads: a crash never leaves a half-written file behind."""
+"""Writing outputs and reading inputs safely.
+
+Every file aezoo writes goes through :func:`atomic_path` (a temporary file beside the target, then one
+rename), and every folder it creates through :func:`make_dir`, so a crash or a full disk never leaves a
+half-written file behind, and any failure to create or write an output path (a file where a folder is
+needed or the reverse, no permission, no space, a parent that is a file) is a :class:`UserError`:
+``PATH: cannot write (reason)``.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,22 +21,119 @@ from typing import Iterator
 from .errors import UserError
 
 
+def cannot_write(path, error: OSError | str) -> UserError:
+    """The user error for an output path that cannot be created or written."""
+    if isinstance(error, OSError):
+        reason = {errno.ENOTDIR: "a parent of it is a file, not a folder",
+                  errno.EISDIR: "it is a folder", errno.ENOSPC: "no space left on the device",
+                  errno.EDQUOT: "disk quota exceeded"}.get(error.errno, error.strerror or str(error))
+    else:
+        reason = error
+    return UserError(f"{path}: cannot write ({reason})")
+
+
+def make_dir(path: str | os.PathLike) -> Path:
+    """Create the folder ``path`` and its parents (an existing folder is fine)."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise cannot_write(path, "it exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a parent is a file
+        raise cannot_write(path, "a parent of it is a file, not a folder") from None
+    except OSError as e:
+        raise cannot_write(path, e) from None
+    return path
+
+
+def check_output_dir(path: str | os.PathLike) -> None:
+    """Refuse, before any work, an output folder that cannot be: ``path`` is a file, or its nearest
+    existing ancestor is a file or (for users other than root) not writable. Creates nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise cannot_write(path, "it exists and is not a folder")
+    _check_ancestor(path, path)
+
+
+def check_output_file(path: str | os.PathLike) -> None:
+    """As :func:`check_output_dir`, for a file: ``path`` must not be a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise cannot_write(path, "it is a folder")
+    _check_ancestor(path, path.parent)
+
+
+def _check_ancestor(target: Path, folder: Path) -> None:
+    """``folder`` (the output folder of ``target``, or its nearest existing ancestor) can take new entries."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder.exists() and not folder.is_dir():
+        raise cannot_write(target, f"{folder} is a file, not a folder")
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise cannot_write(target, f"no permission to write in {folder}")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename. An OSError
+    while creating, writing or renaming becomes a :class:`UserError`; the temporary file is removed and
+    ``path`` keeps its old content."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode a plain open() would
+    if path.is_dir():
+        raise cannot_write(path, "it is a folder")
+    make_dir(path.parent)
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise cannot_write(path, e) from None
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode a plain open() would
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise cannot_write(path, e) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``path``; on success it takes the place of ``path`` (a folder
+    already there is removed only then). On failure nothing of it remains and ``path`` is untouched."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise cannot_write(path, "it exists and is not a folder")
+    make_dir(path.parent)
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the mode a plain mkdir would
+    except OSError as e:
+        raise cannot_write(path, e) from None
+    old = None
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f"{tmp.name}.old")
+            path.rename(old)
+        try:
+            tmp.rename(path)
+        except OSError:
+            if old is not None:
+                old.rename(path)
+                old = None
+            raise
+    except OSError as e:
+        raise cannot_write(path, e) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _umask() -> int:
@@ -43,6 +149,14 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def write_json(path: str | os.PathLike, obj) -> None:
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict | None = None) -> None:
+    """A safetensors file, written atomically. Serialised in memory and written by Python, so a failing
+    write is an OSError (safetensors' own file writer reports it as a SafetensorError)."""
+    from safetensors.torch import save
+
+    write_bytes(path, save(tensors, metadata=metadata))
 
 
 def read_json(path: str | os.PathLike, what: str = "file") -> dict:

@@ -23,7 +23,7 @@ import torch
 
 from .. import data as data_mod
 from ..errors import UserError
-from ..io import read_json, write_bytes
+from ..io import cannot_write, check_output_dir, make_dir, read_json, write_bytes
 from ..models.base import load_model
 from ..report.grid import image_grid, to_images
 from ..report.html import figure, generative_sections, page, pil_png, run_sections, table
@@ -64,6 +64,7 @@ QUICK_EVAL = {"items": 2000, "samples": 1000, "nll_items": 200, "nll_k": 100, "p
 def run_demo(out: str = "runs/demo", minutes: float = 3.3, data_spec: str = "fashion-mnist",
              data_dir: str | None = None, progress: bool = True) -> Path:
     out_dir = Path(out)
+    check_output_dir(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "demo.json").is_file():
         raise UserError(f"{out}: exists and is not an aezoo demo folder; choose another --out")
     if minutes <= 0.5:
@@ -73,8 +74,11 @@ def run_demo(out: str = "runs/demo", minutes: float = 3.3, data_spec: str = "fas
     if dataset.kind != "image":
         raise UserError("the demo needs image data")
     if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
+        try:
+            shutil.rmtree(out_dir)
+        except OSError as e:
+            raise cannot_write(out_dir, e) from None
+    make_dir(out_dir)
     write_bytes(out_dir / "demo.json", b'{"demo": true}\n')
     budget = max(0.2, (minutes - 0.6) / RUNS)  # leave time for evaluation and reports
     sections, commands = [], []

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import torch
 
 from ..errors import UserError
 from ..hashing import HashIndex, sha256
+from ..io import atomic_dir, check_output_dir
 from ..models.base import Autoencoder, load_model
 from ..models.run import open_run
 
@@ -43,6 +42,7 @@ def build_index(run_dir: str, data_spec: str | None, out: str, split: str = "tra
                 rerank: bool = False, overwrite: bool = False, data_dir: str | None = None,
                 progress: bool = True) -> HashIndex:
     out_dir = Path(out)
+    check_output_dir(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise UserError(f"{out}: exists and is not empty; choose another --out or pass --overwrite")
@@ -62,15 +62,8 @@ def build_index(run_dir: str, data_spec: str | None, out: str, split: str = "tra
         ids = part.item_ids(name)
         index.add(b, ids, labels, c if rerank else None)
     # written beside the target, then renamed: a crash never leaves a half-written index in --out
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(out_dir) as tmp:
         index.save(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return index
 
 

@@ -15,7 +15,7 @@ from .. import data as data_mod
 from ..config import apply_overrides, from_dict, to_dict
 from ..errors import UserError
 from ..eval import reconstruction_metrics, restoration_metrics
-from ..io import read_json, save_image, write_json
+from ..io import cannot_write, check_output_dir, read_json, save_image, write_json
 from ..models.base import Autoencoder, Model, Prior, make_config
 from ..models.run import check_compatible
 from ..rng import seeded
@@ -42,6 +42,7 @@ def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset
     """Validate everything, then train and finish the run. Returns the test metrics (``eval_options``:
     keyword arguments of :func:`evaluate`, e.g. smaller samples for a quick showcase)."""
     out_dir = Path(out)
+    check_output_dir(out_dir)
     if resume:
         meta = read_json(out_dir / "run.json", "run (run.json); nothing to resume")
         if model_name and model_name != meta["model"]:
@@ -71,7 +72,10 @@ def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset
         dataset = dataset or data_mod.load(data_spec, data_dir, progress)
         model = build(model_name, dataset, preset, list(model_overrides), cfg.seed)
         if overwrite and out_dir.exists():
-            shutil.rmtree(out_dir)  # only now: every check above has passed
+            try:
+                shutil.rmtree(out_dir)  # only now: every check above has passed
+            except OSError as e:
+                raise cannot_write(out_dir, e) from None
     cfg.progress = progress and cfg.progress
     trainer = Trainer(model, dataset, cfg, out_dir,
                       extra_meta={"model_config": to_dict(model.config), "preset": preset})

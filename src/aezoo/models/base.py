@@ -37,13 +37,13 @@ from typing import Any, ClassVar, Iterable, Literal, Protocol
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from .._version import __version__
 from ..config import from_dict, to_dict
 from ..errors import UserError
-from ..io import atomic_path, read_json, write_json
+from ..io import make_dir, read_json, save_tensors, write_json
 from ..outputs import Batch, Encoded, LossOutput
 
 MODEL_FORMAT = "aezoo-model/2"  # bump when saved configs or weights of an earlier version no longer load
@@ -233,11 +233,9 @@ def make_config(cls: type[Model], preset: str | None = None, overrides: dict | N
 
 def save_model(model: Model, directory: str | Path, extra: dict | None = None) -> None:
     """Write ``config.json`` and ``model.safetensors`` (each atomically) into ``directory``."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_dir(directory)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(directory / "model.safetensors") as tmp:
-        save_file(tensors, tmp, metadata={"format": MODEL_FORMAT, "model": model.name})
+    save_tensors(directory / "model.safetensors", tensors, metadata={"format": MODEL_FORMAT, "model": model.name})
     meta = {"format": MODEL_FORMAT, "aezoo_version": __version__, "model": model.name,
             "config": to_dict(model.config)}
     meta.update(extra or {})

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from ..errors import UserError
-from ..io import atomic_path
+from ..io import save_tensors
 from ..models.base import check_format
 
 FORMAT = "aezoo-checkpoint/2"  # /2: optimizers named by the model (protocol v2)
@@ -36,8 +35,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizers: dict, state:
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
     meta = {"format": FORMAT, "state": json.dumps(state), "optimizers": json.dumps(opt_meta)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata=meta)
+    save_tensors(path, tensors, metadata=meta)
 
 
 def read_checkpoint(path: Path) -> tuple[dict, dict, dict]:

@@ -28,6 +28,7 @@ from ..env import machine_info
 from ..config import to_dict
 from ..data import Dataset, batches, num_batches
 from ..errors import TrainingDiverged, UserError
+from ..io import cannot_write, make_dir, write_bytes, write_json
 from ..models.base import Model, Optim, load_state, save_model
 from ..outputs import Batch
 from ..rng import seeded
@@ -165,29 +166,51 @@ class TrainResult:
 
 
 class MetricsLog:
-    """Appends one JSON object per line; on resume, drops lines written after the checkpoint."""
+    """Appends one JSON object per line; on resume, drops lines written after the checkpoint (and a line
+    a crash cut short). A write that fails (a full disk) is a user error and leaves no partial line."""
 
     def __init__(self, path: Path | None, resume_step: int | None):
         self.path = path
-        self._f = None
+        self._fd = None
         if path is None:
             return
-        if resume_step is not None and path.exists():
-            kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
-            path.write_text("".join(ln + "\n" for ln in kept))
-        elif resume_step is None and path.exists():
-            path.unlink()
-        self._f = open(path, "a")
+        try:
+            if resume_step is not None and path.exists():
+                kept = [ln for ln in path.read_text().splitlines() if (s := _step_of(ln)) is not None and s <= resume_step]
+                write_bytes(path, "".join(ln + "\n" for ln in kept).encode())
+            elif resume_step is None and path.exists():
+                path.unlink()
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise cannot_write(path, e) from None
 
     def write(self, record: dict) -> None:
-        if self._f is None:
+        if self._fd is None:
             return
-        self._f.write(json.dumps(record) + "\n")
-        self._f.flush()
+        data = (json.dumps(record) + "\n").encode()
+        end = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            done = 0
+            while done < len(data):  # unbuffered: the whole line reaches the file, or none of it
+                done += os.write(self._fd, data[done:])
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, end)  # no partial line
+            self.close()
+            raise cannot_write(self.path, e) from None
 
     def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record.get("step", 0) if isinstance(record, dict) else None
 
 
 class Trainer:
@@ -291,7 +314,7 @@ class Trainer:
         if self.run_dir is None and resume:
             raise UserError("resuming needs a run directory")
         if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            make_dir(self.run_dir)
         state = {"step": 0, "epoch": 0, "batch": 0, "elapsed_s": 0.0}
         if resume:
             state = self._restore()
@@ -382,8 +405,6 @@ class Trainer:
         return state
 
     def _write_run_json(self, state: dict, finished: bool, stopped_by: str | None = None, val: dict | None = None):
-        from ..io import write_json
-
         if self.run_dir is None:
             return
         meta = {
