@@ -16,6 +16,7 @@ import torch
 
 from .. import data as data_mod
 from ..errors import UserError
+from ..eval.progress import bar
 from ..io import write_json
 from ..models.base import load_model
 from ..models.vqvae import PRIOR_LINK
@@ -23,10 +24,11 @@ from .runs import finish_run, open_run, train_run
 
 
 @torch.no_grad()
-def code_grids(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def code_grids(model, x: torch.Tensor, batch_size: int = 1000, progress: bool = False) -> torch.Tensor:
     """(N, H/4, W/4) code indices (as float32, exact) of images x."""
     model.eval()
-    out = [model.code_indices(x[i : i + batch_size].to(model.device)).cpu() for i in range(0, len(x), batch_size)]
+    steps = bar(range(0, len(x), batch_size), progress=progress, desc="code grids")
+    out = [model.code_indices(x[i : i + batch_size].to(model.device)).cpu() for i in steps]
     return torch.cat(out).float()
 
 
@@ -34,13 +36,13 @@ def codes_dataset(run_dir: str, data_spec: str | None, data_dir: str | None, pro
     vq, dataset = open_run(run_dir, data_spec, data_dir, progress)
     if not hasattr(vq, "code_indices"):
         raise UserError(f"{run_dir}: --prior-of needs a VQ-VAE run; this one holds a {vq.name!r} model")
-    return vq, dataset, codes_of(vq, dataset, f"codes:{Path(run_dir).resolve()}")
+    return vq, dataset, codes_of(vq, dataset, f"codes:{Path(run_dir).resolve()}", progress)
 
 
-def codes_of(vq, dataset, spec: str = "codes"):
+def codes_of(vq, dataset, spec: str = "codes", progress: bool = False):
     """The dataset of ``vq``'s code grids of every split of ``dataset`` (labels kept)."""
-    splits = {name: data_mod.Split(code_grids(vq, getattr(dataset, name).x), getattr(dataset, name).y)
-              for name in ("train", "val", "test")}
+    parts = {name: getattr(dataset, name) for name in ("train", "val", "test")}
+    splits = {name: data_mod.Split(code_grids(vq, p.x, progress=progress), p.y) for name, p in parts.items()}
     return data_mod.Dataset(spec=spec, kind="codes", classes=dataset.classes, meta={"images": dataset.spec}, **splits)
 
 
@@ -60,16 +62,16 @@ def train_prior(run_dir: str, out: str, *, data_spec: str | None = None, preset=
     # link the pair (atomically), then refresh the VQ-VAE run's evaluation and report with the prior
     write_json(Path(run_dir) / PRIOR_LINK, {"prior_dir": str(Path(out).resolve())})
     vq = load_model(run_dir)
-    finish_run(vq, images, Path(run_dir), eval_options)
+    finish_run(vq, images, Path(run_dir), eval_options, progress)
     return metrics
 
 
 @torch.no_grad()
-def prior_metrics(prior, codes: torch.Tensor, batch_size: int = 500) -> dict:
+def prior_metrics(prior, codes: torch.Tensor, batch_size: int = 500, progress: bool = False) -> dict:
     """The prior's negative log-likelihood of code grids: nats per grid and bits per code."""
     prior.eval()
     total = 0.0
-    for i in range(0, len(codes), batch_size):
+    for i in bar(range(0, len(codes), batch_size), progress=progress, desc="prior NLL"):
         total -= float(prior.log_prob(codes[i : i + batch_size].to(prior.device)).sum())
     per_grid = total / len(codes)
     return {"prior_nll_nats": per_grid, "prior_bits_per_code": per_grid / (codes[0].numel() * math.log(2))}
