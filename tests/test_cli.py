@@ -68,7 +68,9 @@ def test_eval_prints_one_json_object(run):
     got = json.loads(r.stdout)
     assert got["recon_sse_per_item"] == pytest.approx(metrics["recon_sse_per_item"], rel=1e-5)
     assert {"psnr", "recon_mse"} <= set(got)
-    assert json.loads(run_cli("eval", out, "--split", "val").stdout)["split"] == "val"
+    assert "probes" in r.stderr  # progress bars on stderr ...
+    r = run_cli("eval", out, "--split", "val", "--quiet")
+    assert json.loads(r.stdout)["split"] == "val" and r.stderr == ""  # ... and none with --quiet
 
 
 def test_embed_and_reconstruct(run, tmp_path):

@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "aezoo"
 
 # lowest first; a module may import its own layer and those below it
 LAYERS = [
-    ("utilities", {"_version", "errors", "io", "rng", "config", "outputs", "env", "corrupt"}),
+    ("utilities", {"_version", "errors", "io", "rng", "config", "outputs", "env", "corrupt", "progress"}),
     ("blocks", {"data", "nn", "losses", "hashing"}),  # hashing: the FAISS hash table, knows no model
     ("models", {"models", "registry"}),  # registry: name -> model class; importing models registers them
     ("train, eval", {"train", "eval"}),

@@ -125,6 +125,34 @@ def test_pixelcnn_rows_depend_only_on_rows_above():
         assert torch.allclose(m.logits(x)[:, :, :3], m.logits(x[:, :3]), atol=1e-6)
 
 
+def naive_sample(m, n, temperature=1.0):
+    """The reference: the whole network on the rows up to the current one, at every position."""
+    h, w = m.config.input_shape
+    codes = torch.zeros(n, h, w, dtype=torch.long)
+    for i in range(h):
+        for j in range(w):
+            logits = m.logits(codes[:, : i + 1])[:, :, i, j].float() / temperature
+            codes[:, i, j] = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(1)
+    return codes
+
+
+@pytest.mark.parametrize("shape,layers,kernel", [((7, 7), 8, 3), ((5, 6), 2, 5), ((12, 4), 3, 3)])
+def test_pixelcnn_sample_draws_what_the_naive_method_draws(shape, layers, kernel):
+    """Same seed, same samples; the shapes include grids wider and taller than the receptive field."""
+    torch.manual_seed(0)
+    m = aezoo.create("pixelcnn", input_shape=shape, data_kind="codes", num_codes=16, channels=16, layers=layers,
+                     kernel=kernel).eval()
+    for p in m.parameters():  # trained-looking weights: peaked, varied distributions
+        p.data.mul_(3)
+    with torch.no_grad():
+        for temperature in (1.0, 0.7):
+            torch.manual_seed(1)
+            want = naive_sample(m, 64, temperature)
+            torch.manual_seed(1)
+            assert torch.equal(m.sample(64, temperature), want)
+    assert len(want.unique()) > 4  # not a degenerate distribution
+
+
 def test_pixelcnn_log_prob_is_a_normalised_distribution():
     torch.manual_seed(0)
     m = aezoo.create("pixelcnn", input_shape=(1, 3), data_kind="codes", num_codes=3, channels=4, layers=2, kernel=3)

@@ -251,7 +251,7 @@ def cmd_eval(a) -> int:
     if not 1 <= a.nll_k <= 5000 or a.nll_items < 1:
         raise UserError("--nll-k must be in 1..5000 and --nll-items at least 1")
     model, data = open_run(a.run_dir, a.data, a.data_dir, not a.quiet, a.refine_steps)
-    print(json.dumps(evaluate(model, data, a.split, a.nll_k, a.nll_items)))
+    print(json.dumps(evaluate(model, data, a.split, a.nll_k, a.nll_items, progress=not a.quiet)))
     return 0
 
 

@@ -37,5 +37,5 @@ def train_prior(run_dir: str, out: str, *, prior: str = "pixelcnn", data_spec: s
     # link the pair (atomically), then refresh the VQ-VAE run's evaluation and report with the prior
     write_json(Path(run_dir) / PRIOR_LINK, {"prior_dir": str(Path(out).resolve())})
     vq = load_model(run_dir)
-    finish_run(vq, images, Path(run_dir), eval_options)
+    finish_run(vq, images, Path(run_dir), eval_options, progress)
     return metrics

@@ -11,6 +11,8 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
+
 from .. import data as data_mod
 from ..config import apply_overrides, from_dict, to_dict
 from ..errors import UserError
@@ -80,7 +82,7 @@ def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset
     trainer = Trainer(model, dataset, cfg, out_dir,
                       extra_meta={"model_config": to_dict(model.config), "preset": preset})
     trainer.fit(resume=resume)
-    return finish_run(model, dataset, out_dir, eval_options)
+    return finish_run(model, dataset, out_dir, eval_options, cfg.progress)
 
 
 def _apply_train(cfg: TrainConfig, values: dict, sets: list[str]) -> TrainConfig:
@@ -90,10 +92,11 @@ def _apply_train(cfg: TrainConfig, values: dict, sets: list[str]) -> TrainConfig
     return cfg
 
 
-def finish_run(model: Model, dataset: data_mod.Dataset, out_dir: Path, eval_options: dict | None = None) -> dict:
+def finish_run(model: Model, dataset: data_mod.Dataset, out_dir: Path, eval_options: dict | None = None,
+               progress: bool = False) -> dict:
     """Test metrics into ``eval.json`` and a reconstruction grid into ``reconstructions.png``."""
     model.to("cpu")
-    metrics = evaluate(model, dataset, "test", **(eval_options or {}))
+    metrics = evaluate(model, dataset, "test", **(eval_options or {}), progress=progress)
     write_json(out_dir / "eval.json", metrics)
     if isinstance(model, Prior):  # its samples are shown in the report of the VQ-VAE it belongs to
         return metrics
@@ -106,10 +109,12 @@ def finish_run(model: Model, dataset: data_mod.Dataset, out_dir: Path, eval_opti
 
 
 def evaluate(model: Autoencoder, dataset: data_mod.Dataset, split: str = "test", nll_k: int = 500,
-             nll_items: int = 1000, items: int | None = None, samples: int = 5000, probe_train: int = 10000) -> dict:
+             nll_items: int = 1000, items: int | None = None, samples: int = 5000, probe_train: int = 10000,
+             progress: bool = False) -> dict:
     """Every metric that applies to the model on one split. The importance-sampled NLL uses ``nll_k``
     samples on the first ``nll_items`` items; ``items`` limits every other metric to the split's first
-    items (default: all); sample metrics use ``samples`` draws; probes train on ``probe_train`` items."""
+    items (default: all); sample metrics use ``samples`` draws; probes train on ``probe_train`` items.
+    ``progress``: a progress bar on stderr for each metric that takes a while."""
     check_compatible(model, dataset)
     part = dataset.split(split)
     if items is not None:
@@ -118,53 +123,61 @@ def evaluate(model: Autoencoder, dataset: data_mod.Dataset, split: str = "test",
     if isinstance(model, Prior):  # a prior over VQ-VAE codes
         from ..eval.codes import prior_metrics
 
-        metrics.update(prior_metrics(model, part.x))
+        metrics.update(prior_metrics(model, part.x, progress=progress))
         return metrics
     lo, hi = dataset.value_range()
-    metrics.update(reconstruction_metrics(model, part.x, data_range=hi - lo))
+    metrics.update(reconstruction_metrics(model, part.x, data_range=hi - lo, progress=progress))
     if dataset.kind == "text":  # a peak signal-to-noise ratio of word counts means nothing
         metrics.pop("psnr", None)
     if model.discrete_codes:  # VQ-VAE: codebook use, and its prior's NLL once it has one
         from ..eval.codes import codebook_perplexity, prior_metrics
         from ..models.codes import code_grids
 
-        grids = code_grids(model, part.x)
+        grids = code_grids(model, part.x, progress=progress)
         metrics.update(codebook_perplexity(grids, model.config.num_codes))
         if model.prior is not None:
-            metrics.update(prior_metrics(model.prior, grids))
+            metrics.update(prior_metrics(model.prior, grids, progress=progress))
     if model.restores:  # restoration models: how well they undo their own corruption
-        metrics.update(restoration_metrics(model, part.x, model.corruption))
+        metrics.update(restoration_metrics(model, part.x, model.corruption, progress=progress))
     if model.has_likelihood:  # latent-variable models: ELBO and importance-sampled NLL
         from ..eval.likelihood import elbo, importance_nll
 
         n = min(len(part.x), nll_items)
-        metrics["elbo"] = elbo(model, part.x)
-        metrics.update(importance_nll(model, part.x[:n], k=nll_k))
+        metrics["elbo"] = elbo(model, part.x, progress=progress)
+        metrics.update(importance_nll(model, part.x[:n], k=nll_k, progress=progress))
     if part.y is not None and dataset.train.y is not None:  # how well simple classifiers read the codes
         from ..eval import embed
         from ..eval.probes import probe_accuracies
 
         n_train = min(len(dataset.train), probe_train)
-        metrics.update(probe_accuracies(embed(model, dataset.train.x[:n_train]).numpy(),
-                                        dataset.train.y[:n_train].numpy(), embed(model, part.x).numpy(),
-                                        part.y.numpy()))
+        z_train, z_test = (embed(model, x, progress=progress).numpy() for x in (dataset.train.x[:n_train], part.x))
+        metrics.update(probe_accuracies(z_train, dataset.train.y[:n_train].numpy(), z_test, part.y.numpy(),
+                                        progress=progress))
     if model.can_sample:
-        metrics.update(sample_quality(model, dataset, part, samples))
+        metrics.update(sample_quality(model, dataset, part, samples, progress))
     return metrics
 
 
-def sample_quality(model: Autoencoder, dataset: data_mod.Dataset, part, n: int = 5000) -> dict:
-    """Frechet distance and precision/recall of samples against real items, in the features of the
-    Fashion-MNIST classifier (28x28 greyscale data only; not Inception FID)."""
+def sample_quality(model: Autoencoder, dataset: data_mod.Dataset, part, n: int = 5000, progress: bool = False,
+                   batch_size: int = 500) -> dict:
+    """Frechet distance and precision/recall of ``n`` samples against as many real items, in the features
+    of the Fashion-MNIST classifier (28x28 greyscale data only; not Inception FID). Samples are drawn
+    ``batch_size`` at a time, batch b with seed b."""
     from ..eval.generate import sample_images
     from ..eval.features import classifier_features, weights_path
     from ..eval.generative import frechet_distance, precision_recall
+    from ..progress import bar
 
     if tuple(dataset.shape) != (1, 28, 28) or not weights_path().is_file():
         return {}
     n = min(n, len(part.x))
-    real = classifier_features(part.x[:n])
-    fake = classifier_features(sample_images(model, n, seed=0).clamp(0, 1))
+    real = classifier_features(part.x[:n], progress=progress)
+    fake = []
+    with bar(total=n, progress=progress, desc="samples", unit="sample") as drawn:
+        for b, i in enumerate(range(0, n, batch_size)):
+            fake.append(sample_images(model, min(batch_size, n - i), seed=b).clamp(0, 1))
+            drawn.update(len(fake[-1]))
+    fake = classifier_features(torch.cat(fake), progress=progress)
     out = {"fd_fmnist": frechet_distance(real, fake), "sample_items": n}
     out.update({f"sample_{k}": v for k, v in precision_recall(real, fake).items()})
     return out

@@ -6,13 +6,15 @@ import math
 
 import torch
 
+from ..progress import bar
+
 
 @torch.no_grad()
-def prior_metrics(prior, codes: torch.Tensor, batch_size: int = 500) -> dict:
+def prior_metrics(prior, codes: torch.Tensor, batch_size: int = 500, progress: bool = False) -> dict:
     """The prior's negative log-likelihood of code grids: nats per grid and bits per code."""
     prior.eval()
     total = 0.0
-    for i in range(0, len(codes), batch_size):
+    for i in bar(range(0, len(codes), batch_size), progress=progress, desc="prior NLL"):
         total -= float(prior.log_prob(codes[i : i + batch_size].to(prior.device)).sum())
     per_grid = total / len(codes)
     return {"prior_nll_nats": per_grid, "prior_bits_per_code": per_grid / (codes[0].numel() * math.log(2))}

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, safe_open
 from torch import nn
 
 from ..errors import UserError
+from ..progress import bar
 
 WEIGHTS = "fmnist_classifier.safetensors"
 
@@ -58,8 +59,9 @@ def classifier_info() -> dict:
 
 
 @torch.no_grad()
-def classifier_features(x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def classifier_features(x: torch.Tensor, batch_size: int = 1000, progress: bool = False) -> torch.Tensor:
     if tuple(x.shape[1:]) != (1, 28, 28):
         raise UserError(f"classifier features need 28x28 greyscale images, got items of shape {tuple(x.shape[1:])}")
     model = load_classifier()
-    return torch.cat([model.features(x[i : i + batch_size].float()) for i in range(0, len(x), batch_size)])
+    steps = bar(range(0, len(x), batch_size), progress=progress, desc="classifier features")
+    return torch.cat([model.features(x[i : i + batch_size].float()) for i in steps])

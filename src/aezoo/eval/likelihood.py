@@ -12,11 +12,12 @@ import math
 import torch
 
 from ..rng import seeded
+from ..progress import bar
 
 
 @torch.no_grad()
 def importance_nll(model, x: torch.Tensor, k: int = 1000, batch_size: int = 100, chunk: int = 500,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, progress: bool = False) -> dict:
     """Mean NLL over the items of ``x`` in nats and bits per dimension, with k importance samples
     (drawn ``chunk`` at a time so memory stays flat). The RNG is forked: evaluation draws never change
     a training run."""
@@ -24,7 +25,7 @@ def importance_nll(model, x: torch.Tensor, k: int = 1000, batch_size: int = 100,
     dev = model.device
     total = 0.0
     with seeded(seed, dev):
-        for i in range(0, len(x), batch_size):
+        for i in bar(range(0, len(x), batch_size), progress=progress, desc=f"NLL (k={k})"):
             xb = x[i : i + batch_size].to(dev)
             parts = [model.log_importance_weights(xb, min(chunk, k - j)) for j in range(0, k, chunk)]
             log_w = torch.cat(parts, 0)  # (k, B)
@@ -35,12 +36,12 @@ def importance_nll(model, x: torch.Tensor, k: int = 1000, batch_size: int = 100,
 
 
 @torch.no_grad()
-def elbo(model, x: torch.Tensor, batch_size: int = 500, seed: int = 0) -> float:
+def elbo(model, x: torch.Tensor, batch_size: int = 500, seed: int = 0, progress: bool = False) -> float:
     """Mean single-sample ELBO (nats) over ``x``: the k = 1 importance bound."""
     model.eval()
     dev = model.device
     total = 0.0
     with seeded(seed, dev):
-        for i in range(0, len(x), batch_size):
+        for i in bar(range(0, len(x), batch_size), progress=progress, desc="ELBO"):
             total += float(model.log_importance_weights(x[i : i + batch_size].to(dev), 1).sum())
     return total / len(x)

@@ -6,24 +6,26 @@ from __future__ import annotations
 import torch
 
 from ..models.base import Autoencoder
+from ..progress import bar
 
 
 @torch.no_grad()
-def _batched(fn, x: torch.Tensor, batch_size: int, device) -> torch.Tensor:
-    outs = [fn(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+def _batched(fn, x: torch.Tensor, batch_size: int, device, progress: bool = False, desc: str = "") -> torch.Tensor:
+    steps = bar(range(0, len(x), batch_size), progress=progress, desc=desc)
+    outs = [fn(x[i : i + batch_size].to(device)).float().cpu() for i in steps]
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def reconstruct(model: Autoencoder, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def reconstruct(model: Autoencoder, x: torch.Tensor, batch_size: int = 1000, progress: bool = False) -> torch.Tensor:
     """Deterministic reconstructions (a stochastic model decodes its posterior's mode)."""
     model.eval()
-    return _batched(model, x, batch_size, model.device)
+    return _batched(model, x, batch_size, model.device, progress, "reconstruction")
 
 
-def embed(model: Autoencoder, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def embed(model: Autoencoder, x: torch.Tensor, batch_size: int = 1000, progress: bool = False) -> torch.Tensor:
     """Codes ``encode(x).z``, (N, latent...)."""
     model.eval()
-    return _batched(lambda b: model.encode(b).z, x, batch_size, model.device)
+    return _batched(lambda b: model.encode(b).z, x, batch_size, model.device, progress, "codes")
 
 
 def psnr_from_mse(mse: torch.Tensor, data_range: float) -> torch.Tensor:
@@ -32,11 +34,11 @@ def psnr_from_mse(mse: torch.Tensor, data_range: float) -> torch.Tensor:
 
 
 def reconstruction_metrics(model: Autoencoder, x: torch.Tensor, data_range: float = 1.0,
-                           batch_size: int = 1000) -> dict:
+                           batch_size: int = 1000, progress: bool = False) -> dict:
     """``recon_sse_per_item``: squared error summed over an item's values, averaged over items.
     ``recon_mse``: the same per value. ``psnr``: the mean over items of each item's PSNR in dB, with the
     given data range (1 for images in [0, 1])."""
-    rec = reconstruct(model, x, batch_size)
+    rec = reconstruct(model, x, batch_size, progress)
     err = (rec - x.float()).square().flatten(1)
     sse = err.sum(1)
     mse = err.mean(1)

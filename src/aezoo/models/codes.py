@@ -12,22 +12,25 @@ import torch
 
 from .. import data as data_mod
 from ..errors import UserError
+from ..progress import bar
 from .base import Autoencoder
 from .run import open_run
 
 
 @torch.no_grad()
-def code_grids(model: Autoencoder, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def code_grids(model: Autoencoder, x: torch.Tensor, batch_size: int = 1000, progress: bool = False) -> torch.Tensor:
     """(N, H/4, W/4) code indices (as float32, exact) of images x."""
     model.eval()
-    out = [model.code_indices(x[i : i + batch_size].to(model.device)).cpu() for i in range(0, len(x), batch_size)]
+    steps = bar(range(0, len(x), batch_size), progress=progress, desc="code grids")
+    out = [model.code_indices(x[i : i + batch_size].to(model.device)).cpu() for i in steps]
     return torch.cat(out).float()
 
 
-def codes_of(model: Autoencoder, dataset: data_mod.Dataset, spec: str = "codes") -> data_mod.Dataset:
+def codes_of(model: Autoencoder, dataset: data_mod.Dataset, spec: str = "codes",
+             progress: bool = False) -> data_mod.Dataset:
     """The dataset of ``model``'s code grids of every split of ``dataset`` (labels kept)."""
-    splits = {name: data_mod.Split(code_grids(model, getattr(dataset, name).x), getattr(dataset, name).y)
-              for name in ("train", "val", "test")}
+    splits = {name: data_mod.Split(code_grids(model, getattr(dataset, name).x, progress=progress),
+                                   getattr(dataset, name).y) for name in ("train", "val", "test")}
     return data_mod.Dataset(spec=spec, kind="codes", classes=dataset.classes, meta={"images": dataset.spec}, **splits)
 
 
@@ -36,7 +39,7 @@ def open_codes(run_dir: str, data_dir: str | None = None, progress: bool = True)
     model, dataset = open_run(run_dir, None, data_dir, progress)
     if not (isinstance(model, Autoencoder) and model.discrete_codes):
         raise UserError(f"{run_dir}: --prior-of needs a VQ-VAE run; this one holds a {model.name!r} model")
-    return model, dataset, codes_of(model, dataset, f"codes:{Path(run_dir).resolve()}")
+    return model, dataset, codes_of(model, dataset, f"codes:{Path(run_dir).resolve()}", progress)
 
 
 def _load(spec: data_mod.Spec, data_dir, progress, vocabulary) -> data_mod.Dataset:
