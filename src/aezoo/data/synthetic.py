@@ -43,7 +43,8 @@ def load_lines(n: int = 50000, n_test: int = 5000, size: int = 32, seed: int = 0
         x[n:],
         labels[n:],
         classes=[f"{36 * k}-{36 * (k + 1)} deg" for k in range(10)],
-        meta={"angles": angles.tolist() if n + n_test <= 1000 else None},
+        # "benchmark": the interpolation metrics of aezoo.eval.lines apply to models trained on it
+        meta={"angles": angles.tolist() if n + n_test <= 1000 else None, "benchmark": "lines"},
     )
 
 
