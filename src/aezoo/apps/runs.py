@@ -25,8 +25,6 @@ from ..registry import get as get_model_class
 from ..report import reconstruction_grid
 from ..train import TrainConfig, Trainer
 
-LINE_PAIRS = 256  # interpolation paths scored on the lines benchmark (ACAI's evaluation)
-
 
 def build(model_name: str, dataset: data_mod.Dataset, preset: str | None, model_overrides: list[str],
           seed: int = 0) -> Model:
@@ -147,10 +145,11 @@ def evaluate(model: Autoencoder, dataset: data_mod.Dataset, split: str = "test",
         n = min(len(part.x), nll_items)
         metrics["elbo"] = elbo(model, part.x, progress=progress)
         metrics.update(importance_nll(model, part.x[:n], k=nll_k, progress=progress))
-    if dataset.meta.get("benchmark") == "lines" and model.decodes_codes and len(part.x) >= 2 * LINE_PAIRS:
-        from ..eval.lines import interpolation_paths, lines_metrics
+    if dataset.meta.get("benchmark") == "lines" and model.decodes_codes:
+        from ..eval.lines import PAIRS, interpolation_paths, lines_metrics
 
-        metrics.update(lines_metrics(interpolation_paths(model, part.x, LINE_PAIRS)))
+        if len(part.x) >= 2 * PAIRS:
+            metrics.update(lines_metrics(interpolation_paths(model, part.x)))
     if part.y is not None and dataset.train.y is not None:  # how well simple classifiers read the codes
         from ..eval import embed
         from ..eval.probes import probe_accuracies

@@ -89,9 +89,7 @@ class AE(Autoencoder):
             self.decoder = ConvDecoder(c.latent_dim, enc.feature_shape, tuple(c.channels), enc.sizes,
                                        c.input_shape[0], c.activation, c.norm, spatial)
 
-    @property
-    def refines_codes(self) -> bool:
-        return True
+    refines_codes = True
 
     def encoder_input_shape(self) -> tuple[int, ...]:
         """What the encoder reads: the item itself here; subclasses may add channels (e.g. a mask)."""

@@ -152,53 +152,17 @@ class Autoencoder(Model):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x).z)
 
-    # --- capabilities ----------------------------------------------------------------------------
-    @property
-    def can_sample(self) -> bool:
-        """``sample(n, temperature)`` draws items from a prior."""
-        return False
-
-    @property
-    def decodes_codes(self) -> bool:
-        """``decode(z)`` works from a code alone (interpolation needs it); False for decoders that also
-        need the encoder's skip features."""
-        return True
-
-    @property
-    def restores(self) -> bool:
-        """``restore(x, hole)`` undoes the model's ``corruption`` (``inpaints``: holes)."""
-        return False
-
-    @property
-    def binary_codes(self) -> bool:
-        """``codes(x)`` gives binary words and continuous codes (a hash index can hold them)."""
-        return False
-
-    @property
-    def has_likelihood(self) -> bool:
-        """``log_importance_weights(x, k)`` gives log p(x, z) - log q(z|x): ELBO and NLL apply."""
-        return False
-
-    @property
-    def discrete_codes(self) -> bool:
-        """``code_indices(x)`` gives grids of indices into ``config.num_codes`` codebook vectors, which a
-        :class:`Prior` can model; ``prior`` is the one attached."""
-        return False
-
-    @property
-    def prior(self) -> Prior | None:
-        """The second-stage :class:`Prior` over this model's codes once one is attached (see ``attach``)."""
-        return None
-
-    @property
-    def refines_codes(self) -> bool:
-        """The config's ``refine_steps`` improves codes through the decoder at inference."""
-        return False
-
-    @property
-    def traversal_dims(self) -> int:
-        """Latent dimensions a traversal sweeps (a standard-normal prior over a code vector); 0: none."""
-        return 0
+    # --- capabilities: what generic code may ask (a family overrides a value, or with a property when it
+    # depends on the config or on an attached prior) ---------------------------------------------
+    can_sample = False  # sample(n, temperature) draws items from a prior
+    decodes_codes = True  # decode(z) works from a code alone (interpolation); False if it needs skip features
+    restores = False  # restore(x, hole) undoes the model's corruption (inpaints: holes)
+    binary_codes = False  # codes(x) gives binary words and continuous codes (a hash index holds them)
+    has_likelihood = False  # log_importance_weights(x, k): ELBO and importance-sampled NLL apply
+    discrete_codes = False  # code_indices(x): grids of indices into config.num_codes codes, for a Prior
+    prior: "Prior | None" = None  # the second-stage Prior over the codes, once attached (see attach)
+    refines_codes = False  # the config's refine_steps improves codes through the decoder at inference
+    traversal_dims = 0  # latent dimensions a traversal sweeps (a standard-normal prior over a vector)
 
 
 class Prior(Model):

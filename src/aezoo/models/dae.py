@@ -73,13 +73,8 @@ class DAE(AE):
             self.to_code = nn.Conv2d(c.channels[-1], c.latent_dim, 1)
             self.from_code = nn.Sequential(nn.Conv2d(c.latent_dim, c.channels[-1], 1), activation(c.activation))
 
-    @property
-    def restores(self) -> bool:
-        return True
-
-    @property
-    def refines_codes(self) -> bool:
-        return False  # its input is corrupted; refinement would fit the corruption
+    restores = True
+    refines_codes = False  # its input is corrupted; refinement would fit the corruption
 
     @property
     def corruption(self) -> Corruption:

@@ -184,9 +184,7 @@ class SemanticHash(Autoencoder):
             return F.normalize(x * self.idf, dim=-1) * self.TFIDF_NORM
         return x.flatten(1) if c.arch == "mlp" else x
 
-    @property
-    def binary_codes(self) -> bool:
-        return True
+    binary_codes = True
 
     # --- codes ------------------------------------------------------------------------------------
     def code_logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -90,13 +90,8 @@ class VAE(Autoencoder):
         else:
             self.register_buffer("log_var", torch.full(shape, float(c.gaussian_logvar)), persistent=False)
 
-    @property
-    def can_sample(self) -> bool:
-        return True
-
-    @property
-    def has_likelihood(self) -> bool:
-        return True
+    can_sample = True
+    has_likelihood = True
 
     @property
     def traversal_dims(self) -> int:

@@ -97,9 +97,7 @@ class VQVAE(Autoencoder):
             nn.ConvTranspose2d(hd, hd // 2, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(hd // 2, ch, 4, 2, 1))
         self._prior = []  # [(pixelcnn, prior_dir)] once attached; a list keeps it out of the state dict
 
-    @property
-    def discrete_codes(self) -> bool:
-        return True
+    discrete_codes = True
 
     # --- codes ------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> Encoded:

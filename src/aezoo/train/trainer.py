@@ -69,15 +69,10 @@ def build_optimizer(spec: Optim, c: TrainConfig, device: torch.device) -> torch.
     """A torch optimizer from a model's declaration; the training config's fields, when set, win."""
     kind = c.optimizer or spec.kind or "adam"
     lr = c.lr if c.lr is not None else (spec.lr if spec.lr is not None else 1e-3)
-    groups = []
-    for g in spec.params:
-        if isinstance(g, dict):
-            params = [p for p in g["params"] if p.requires_grad]
-            groups.append({**g, "params": params, "lr": lr * g.get("lr_scale", 1.0)})
-        elif g.requires_grad:
-            if not groups or "lr_scale" in groups[-1]:
-                groups.append({"params": []})
-            groups[-1]["params"].append(g)
+    items = list(spec.params)
+    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad], "lr": lr * g.get("lr_scale", 1.0)}
+              for g in items if isinstance(g, dict)]
+    groups.append({"params": [p for p in items if not isinstance(p, dict) and p.requires_grad]})
     groups = [g for g in groups if g["params"]]
     if not groups:
         raise ValueError("an optimizer was declared over no trainable parameter")
@@ -126,9 +121,6 @@ class StepRunner:
         if unknown:
             raise KeyError(f"no optimizer named {unknown[0]!r}; the model declares {', '.join(opts)}")
         return names
-
-    def params(self, *names: str) -> list[torch.nn.Parameter]:
-        return list(self._params(self._names(names)))
 
     def _params(self, names: tuple[str, ...]) -> list[torch.nn.Parameter]:
         lists = self._trainer.opt_params
