@@ -37,6 +37,9 @@ CASES = [
     ("vae", dict(arch="conv", channels=[4, 8], latent_dim=3, likelihood="logistic"), "image"),
     ("vae", dict(widths=[16], latent_dim=3, learned_variance=True), "vector"),
     ("vae", dict(widths=[16], latent_dim=3, iw_samples=4, kl_warmup_steps=10), "image"),
+    ("vaegan", dict(channels=[4, 8], hidden=16, latent_dim=3, decoder_channels=[8, 4], dis_channels=[4, 8, 8],
+                    dis_hidden=8), "image"),
+    ("acai", dict(depth=4, scales=2, latent_dim=3), "image"),
     ("pixelcnn", dict(num_codes=16, channels=8, layers=2), "codes"),
 ]
 IDS = [f"{name}-{i}-{kind}" for i, (name, _, kind) in enumerate(CASES)]

@@ -50,3 +50,14 @@ def discretized_logistic_nll(mean: torch.Tensor, log_scale: torch.Tensor, x: tor
     log_mid = log_cdf_upper + torch.log((-torch.expm1(F.logsigmoid(lower) - log_cdf_upper)).clamp_min(1e-12))
     logp = torch.where(x < half, log_cdf_upper, torch.where(x > 1 - half, log_sf_lower, log_mid))
     return -_sum_items(logp)
+
+
+def real_nll(logits: torch.Tensor) -> torch.Tensor:
+    """-log D(x) per item for a discriminator's logits (B,) or (B, 1): its loss on items it should call
+    real; softplus(-l) = -log sigmoid(l), exact where log(sigmoid(l) + eps) is not."""
+    return F.softplus(-logits.float()).flatten(1).sum(1) if logits.dim() > 1 else F.softplus(-logits.float())
+
+
+def fake_nll(logits: torch.Tensor) -> torch.Tensor:
+    """-log(1 - D(x)) per item: the discriminator's loss on items it should call generated."""
+    return real_nll(-logits)

@@ -72,6 +72,7 @@ class Optim:
     kind: Literal["adam", "adamw", "adamax", "rmsprop"] | None = None
     lr: float | None = None
     betas: tuple[float, float] | None = None  # Adam family only
+    alpha: float | None = None  # RMSprop only: decay of its average of squared gradients (torch: 0.99)
     weight_decay: float | None = None
     eps: float | None = None
 

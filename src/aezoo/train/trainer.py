@@ -84,6 +84,8 @@ def build_optimizer(spec: Optim, c: TrainConfig, device: torch.device) -> torch.
         betas = c.betas if c.betas is not None else spec.betas
         if betas is not None:
             opts["betas"] = tuple(betas)
+    elif spec.alpha is not None:
+        opts["alpha"] = spec.alpha
     if spec.eps is not None:
         opts["eps"] = spec.eps
     # The fused kernel updates all parameters in one call: 1.3-1.6x faster steps for small models on CPU

@@ -1,0 +1,218 @@
+"""VAE-GAN: a VAE whose reconstruction error is measured in a discriminator's features.
+
+Larsen, Sonderby, Larochelle & Winther, "Autoencoding beyond pixels using a learned similarity metric",
+ICML 2016 (arXiv:1512.09300). An encoder gives q(z|x) = N(mu, sigma^2); a decoder (the GAN's generator)
+maps z to x~ = Dec(z); a discriminator Dis sees real items x, reconstructions x~ and prior samples
+x_p = Dec(z_p), z_p ~ N(0, I). Reconstruction is a Gaussian likelihood of the l-th discriminator layer:
+L_llike = 0.5 ||Dis_l(x~) - Dis_l(x)||^2 (eq. 9). From one forward pass (Algorithm 1):
+
+- encoder: L_prior + L_llike (L_prior = KL(q(z|x) || N(0, I)));
+- decoder: gamma L_llike - L_GAN, the GAN term only through x~ and x_p (it does not reach the encoder);
+- discriminator: L_GAN = -log D(x) - log(1 - D(x~)) - log(1 - D(x_p)); the feature loss does not train it.
+
+Following the authors' code (andersbll/autoencoding_beyond_pixels, 32x32 setting): Dis_l is the output
+of the third convolution (before its batch norm); the real items weigh ``real_weight`` = 0.66 in L_GAN and
+the two kinds of generated items share the rest; the decoder's GAN term is the minimax one, log(1 - D);
+an equilibrium rule skips the discriminator's update while it wins by a margin (either cost below
+``equilibrium - margin``) and the decoder's while it loses by one (either cost above ``equilibrium +
+margin``), both if both would be skipped; RMSprop, lr 0.02 / 64, weight decay 1e-5, batch 64.
+
+Preset ``larsen2016`` is that network: encoder 5x5 stride-2 convolutions 64-128-256 and a 1024-unit
+layer, latent 128; decoder 192-128-32 transposed convolutions; discriminator 32 (stride 1)-128-192-256
+and a 512-unit layer; gamma 5e-6. The CPU default halves the encoder, uses latent 64 and thinner decoder and
+discriminator convolutions (64-32-16; 16-32-64-128), 3x cheaper per step (see BENCHMARKS.md). Not reproduced: the repo's learning rate decays over 150 epochs
+((e/150)^0.75 from 0.02 to 1e-5, per 64 items), which is nearly constant over a CPU run;
+``train.schedule`` offers a decay. No ELBO: the likelihood is over discriminator features, not pixels, so
+``aezoo eval`` reports pixel error and Frechet distances of samples and reconstructions instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..losses import fake_nll, real_nll, squared_error
+from ..nn.distributions import DiagonalGaussian
+from ..outputs import Batch, Encoded
+from ..registry import register
+from .base import Autoencoder, ModelConfig, Optim
+
+
+@dataclass
+class VAEGANConfig(ModelConfig):
+    channels: tuple[int, ...] = (32, 64, 128)  # encoder: 5x5 stride-2 convolutions (paper: 64, 128, 256)
+    hidden: int = 512  # encoder: fully connected layer before the latent heads (paper: 1024)
+    latent_dim: int = 64  # paper: 128
+    decoder_channels: tuple[int, ...] = (64, 32, 16)  # transposed convolutions, one per encoder stage (paper: 192, 128, 32)
+    dis_channels: tuple[int, ...] = (16, 32, 64, 128)  # first stride 1, then stride 2 (paper: 32, 128, 192, 256)
+    dis_hidden: int = 256  # discriminator's fully connected layer (paper: 512)
+    feature_layer: int = 3  # Dis_l: output of this convolution of the discriminator (1-based), before its norm
+    gamma: float = 5e-6  # weight of the feature loss against the GAN loss in the decoder's update
+    real_weight: float = 0.66  # share of the real items in the discriminator's loss
+    equilibrium: float = 0.68  # the equilibrium rule: target of either GAN cost (about log 2)
+    margin: float = 0.35  # ... and the margin around it; a negative margin turns the rule off
+    lr: float = 3.125e-4  # RMSprop, all three networks (0.02 / batch 64 in the authors' code)
+    weight_decay: float = 1e-5
+
+    def validate(self) -> None:
+        super().validate()
+        if self.data_kind != "image" or len(self.input_shape) != 3:
+            raise UserError("vaegan needs image data (C, H, W)")
+        if min(self.input_shape[1:]) < 2 ** len(self.channels):
+            raise UserError(f"input {tuple(self.input_shape)} is too small for {len(self.channels)} stride-2 stages")
+        if len(self.decoder_channels) != len(self.channels):
+            raise UserError("decoder_channels needs one entry per encoder stage (channels)")
+        if not 1 <= self.feature_layer <= len(self.dis_channels):
+            raise UserError(f"feature_layer must be in 1..{len(self.dis_channels)}, got {self.feature_layer}")
+        if min(self.latent_dim, self.hidden, self.dis_hidden, *self.channels, *self.decoder_channels,
+               *self.dis_channels) < 1:
+            raise UserError("widths, channels and latent_dim must be positive")
+        if not (0 <= self.gamma <= 1 and 0 < self.real_weight < 1):
+            raise UserError("gamma must be in [0, 1] and real_weight in (0, 1)")
+
+
+def _conv_stack(c: int, h: int, w: int, channels, strides) -> tuple[list[nn.Module], list[tuple[int, int]], int]:
+    """5x5 convolutions (padding 2) with the given strides; returns the layers as (conv, bn or None) pairs,
+    the spatial size before each one and after the last, and the last channel count."""
+    layers, sizes = [], [(h, w)]
+    for i, (ch, s) in enumerate(zip(channels, strides)):
+        layers.append(nn.Conv2d(c, ch, 5, stride=s, padding=2))
+        c, h, w = ch, (h - 1) // s + 1, (w - 1) // s + 1
+        sizes.append((h, w))
+    return layers, sizes, c
+
+
+class Discriminator(nn.Module):
+    """Convolutions (the first without batch norm) with ReLU, a hidden layer, one logit. ``forward``
+    returns (the ``feature_layer``-th convolution's output before its norm, flattened; the logits (B,))."""
+
+    def __init__(self, shape: tuple[int, int, int], channels, hidden: int, feature_layer: int):
+        super().__init__()
+        strides = [1] + [2] * (len(channels) - 1)
+        convs, sizes, c = _conv_stack(*shape, channels, strides)
+        self.convs = nn.ModuleList(convs)
+        self.norms = nn.ModuleList(nn.Identity() if i == 0 else nn.BatchNorm2d(ch) for i, ch in enumerate(channels))
+        self.feature_layer = feature_layer
+        h, w = sizes[-1]
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                                  nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = None
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            x = conv(x)
+            if i + 1 == self.feature_layer:
+                features = x.flatten(1)  # Dis_l(x): (B, C_l * H_l * W_l)
+            x = torch.relu(norm(x))
+        return features, self.head(x).squeeze(1)
+
+
+@register("vaegan")
+class VAEGAN(Autoencoder):
+    Config = VAEGANConfig
+    PRESETS = {"larsen2016": {"channels": [64, 128, 256], "hidden": 1024, "latent_dim": 128,
+                              "decoder_channels": [192, 128, 32], "dis_channels": [32, 128, 192, 256],
+                              "dis_hidden": 512, "feature_layer": 3, "gamma": 5e-6, "real_weight": 0.66,
+                              "equilibrium": 0.68, "margin": 0.35, "lr": 3.125e-4, "weight_decay": 1e-5}}
+
+    def __init__(self, config: VAEGANConfig):
+        super().__init__(config)
+        c = config
+        shape = tuple(c.input_shape)
+        convs, sizes, ch = _conv_stack(*shape, c.channels, [2] * len(c.channels))
+        layers: list[nn.Module] = []
+        for conv in convs:
+            layers += [conv, nn.BatchNorm2d(conv.out_channels), nn.ReLU()]
+        h, w = sizes[-1]
+        self.encoder = nn.Sequential(*layers, nn.Flatten(), nn.Linear(ch * h * w, c.hidden), nn.BatchNorm1d(c.hidden),
+                                     nn.ReLU(), nn.Linear(c.hidden, 2 * c.latent_dim))
+        self.start = (ch, h, w)  # the decoder starts from the encoder's last feature map shape
+        self.decoder_input = nn.Sequential(nn.Linear(c.latent_dim, ch * h * w), nn.BatchNorm1d(ch * h * w), nn.ReLU())
+        self.up_sizes = list(reversed(sizes[:-1]))  # the decoder undoes the encoder's sizes exactly
+        chans = [ch, *c.decoder_channels]
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(a, b, 5, stride=2, padding=2) for a, b in zip(chans[:-1], chans[1:]))
+        self.up_norms = nn.ModuleList(nn.BatchNorm2d(b) for b in chans[1:])
+        self.to_image = nn.Conv2d(chans[-1], shape[0], 5, padding=2)
+        self.discriminator = Discriminator(shape, c.dis_channels, c.dis_hidden, c.feature_layer)
+
+    can_sample = True
+
+    @property
+    def traversal_dims(self) -> int:
+        return self.config.latent_dim
+
+    def optimizers(self) -> dict[str, Optim]:
+        c = self.config
+
+        def rmsprop(modules):
+            return Optim([p for m in modules for p in m.parameters()], kind="rmsprop", lr=c.lr, alpha=0.9,
+                         weight_decay=c.weight_decay)
+
+        decoder = [self.decoder_input, self.ups, self.up_norms, self.to_image]
+        return {"encoder": rmsprop([self.encoder]), "decoder": rmsprop(decoder),
+                "discriminator": rmsprop([self.discriminator])}
+
+    # --- the model (images in [0, 1] outside, [-1, 1] inside, as the paper's tanh output) ------------
+    def posterior(self, x: torch.Tensor) -> DiagonalGaussian:
+        mean, logvar = self.encoder(2 * x - 1).chunk(2, dim=-1)
+        return DiagonalGaussian(mean, logvar)
+
+    def encode(self, x: torch.Tensor) -> Encoded:
+        q = self.posterior(x)
+        return Encoded(z=q.mode(), posterior=q)
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """Dec(z) in [-1, 1]: (N, C, H, W)."""
+        h = self.decoder_input(z).view(-1, *self.start)
+        for up, norm, size in zip(self.ups, self.up_norms, self.up_sizes):
+            h = torch.relu(norm(up(h, output_size=size)))
+        return torch.tanh(self.to_image(h))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return (self.generate(z) + 1) / 2
+
+    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
+        z = temperature * torch.randn(n, self.config.latent_dim, device=self.device)
+        return self.decode(z)
+
+    # --- training: Algorithm 1, one forward pass, three routed losses ----------------------------------
+    def training_step(self, batch: Batch, ctx) -> dict:
+        c = self.config
+        x = 2 * batch.x - 1
+        b = len(x)
+        q = self.posterior(batch.x)
+        z = q.sample()
+        generated = self.generate(torch.cat([z, torch.randn_like(z)]).to(x.dtype))  # x~ then x_p: (2B, C, H, W)
+        features, logits = self.discriminator(torch.cat([x, generated]))  # one pass over x, x~, x_p
+        logits = logits.float()
+        # L_llike: Gaussian log-likelihood (unit variance) of Dis_l(x) given Dis_l(x~), eq. 9
+        feature_loss = 0.5 * squared_error(features[b : 2 * b], features[:b]).mean()
+        kl = q.kl().mean()
+        real_cost = real_nll(logits[:b])  # -log D(x), per item
+        fake_cost = fake_nll(logits[b:])  # -log(1 - D(.)) for x~ and x_p
+        gan = c.real_weight * real_cost.sum() / b + (1 - c.real_weight) * fake_cost.sum() / (2 * b)
+
+        real_mean, fake_mean = float(real_cost.detach().mean()), float(fake_cost.detach().mean())
+        train_dis = not (c.margin >= 0 and min(real_mean, fake_mean) < c.equilibrium - c.margin)
+        train_dec = not (c.margin >= 0 and max(real_mean, fake_mean) > c.equilibrium + c.margin)
+        if not (train_dis or train_dec):
+            train_dis = train_dec = True
+        # encoder: L_prior + L_llike; decoder: gamma L_llike - L_GAN (minimax: the sum of log(1 - D) over the
+        # generated items; the GAN term reaches the decoder only, the encoder's code enters it as a constant)
+        ctx.backward(kl + feature_loss, "encoder", retain_graph=True)
+        if train_dec:
+            ctx.backward(c.gamma * feature_loss - (1 - c.gamma) * fake_cost.sum() / b, "decoder", retain_graph=True)
+        if train_dis:
+            ctx.backward(gan, "discriminator")
+        ctx.step("encoder")
+        if train_dec:
+            ctx.step("decoder")
+        if train_dis:
+            ctx.step("discriminator")
+        return {"loss": (kl + feature_loss).detach(), "kl": kl.detach(), "feature_loss": feature_loss.detach(),
+                "dis_real_cost": real_mean, "dis_fake_cost": fake_mean, "gan_loss": gan.detach(),
+                "recon_sse": squared_error(generated[:b].detach(), x).mean() / 4,  # in [0, 1] units
+                "decoder_updated": float(train_dec), "discriminator_updated": float(train_dis)}
