@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=float, help="wall-clock budget in minutes")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--batch-size", type=int, help="minibatch size (default 128)")
-    p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    p.add_argument("--lr", type=float,
+                   help="learning rate of every optimizer (default: what the model declares, mostly 1e-3)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--preset", help="a named configuration of the model, e.g. hinton2006 for ae")

@@ -85,6 +85,19 @@ def _conv_stack(c: int, h: int, w: int, channels, strides) -> tuple[list[nn.Modu
     return layers, sizes, c
 
 
+def equilibrium_updates(real_cost: float, fake_cost: float, equilibrium: float, margin: float) -> tuple[bool, bool]:
+    """(update the decoder, update the discriminator) under the authors' equilibrium rule, from the
+    discriminator's mean costs -log D(x) on real items and -log(1 - D) on generated ones: no discriminator
+    update when either cost is below ``equilibrium - margin`` (it is winning), no decoder update when either
+    is above ``equilibrium + margin`` (it is losing); both when both would be skipped; a negative margin
+    always updates both."""
+    if margin < 0:
+        return True, True
+    dis = min(real_cost, fake_cost) >= equilibrium - margin
+    dec = max(real_cost, fake_cost) <= equilibrium + margin
+    return (dec, dis) if dec or dis else (True, True)
+
+
 class Discriminator(nn.Module):
     """Convolutions (the first without batch norm) with ReLU, a hidden layer, one logit. ``forward``
     returns (the ``feature_layer``-th convolution's output before its norm, flattened; the logits (B,))."""
@@ -196,10 +209,7 @@ class VAEGAN(Autoencoder):
         gan = c.real_weight * real_cost.sum() / b + (1 - c.real_weight) * fake_cost.sum() / (2 * b)
 
         real_mean, fake_mean = float(real_cost.detach().mean()), float(fake_cost.detach().mean())
-        train_dis = not (c.margin >= 0 and min(real_mean, fake_mean) < c.equilibrium - c.margin)
-        train_dec = not (c.margin >= 0 and max(real_mean, fake_mean) > c.equilibrium + c.margin)
-        if not (train_dis or train_dec):
-            train_dis = train_dec = True
+        train_dec, train_dis = equilibrium_updates(real_mean, fake_mean, c.equilibrium, c.margin)
         # encoder: L_prior + L_llike; decoder: gamma L_llike - L_GAN (minimax: the sum of log(1 - D) over the
         # generated items; the GAN term reaches the decoder only, the encoder's code enters it as a constant)
         ctx.backward(kl + feature_loss, "encoder", retain_graph=True)
