@@ -61,6 +61,7 @@ def test_a_path_whose_ends_meet_counts_zero_in_the_mean():
     good = lines([(1_000 + 10 * k) * STEP for k in range(16)])[None]
     m = lines_metrics(torch.cat([flat, good]), REFS)
     assert m["lines_smoothness"] == pytest.approx(0.0, abs=1e-9) and m["lines_pairs"] == 2
+    assert m["lines_unturned"] == 0.5
 
 
 def test_interpolation_paths_pair_item_i_with_item_pairs_plus_i():

@@ -56,13 +56,14 @@ def smoothness(angles: torch.Tensor) -> torch.Tensor:
 
 
 def lines_metrics(paths: torch.Tensor, references=None) -> dict:
-    """``paths`` (P, T, 1, S, S): decoded interpolations, ends included. Mean distance (also x 1e-3 as the
-    paper's table) and smoothness (mean over paths, a path without one counting 0)."""
+    """``paths`` (P, T, 1, S, S): decoded interpolations, ends included. Mean distance and smoothness
+    (mean over paths, a path without one counting 0); ``lines_unturned``: the fraction of paths without
+    one (both ends match the same line), which a model decoding every code to one line maximises."""
     p, t = paths.shape[:2]
     angles, dist = match_lines(paths.reshape(p * t, *paths.shape[2:]).float(), references)
     smooth = smoothness(angles.view(p, t))
     return {"lines_mean_distance": float(dist.mean()), "lines_smoothness": float(torch.nan_to_num(smooth).sum() / p),
-            "lines_pairs": p, "lines_steps": t}
+            "lines_unturned": float(smooth.isnan().double().mean()), "lines_pairs": p, "lines_steps": t}
 
 
 @torch.no_grad()
