@@ -107,7 +107,7 @@ def run_sections(run_dir: Path, model, dataset) -> list[str]:
     out += generative_sections(model, dataset)
     with torch.no_grad():
         n = min(len(dataset.test), 5000)
-        codes = embed(model, dataset.test.x[:n]).numpy()
+        codes = embed(model, dataset.test.x[:n]).numpy().reshape(n, -1)  # a code map counts all its values
     labels = None if dataset.test.y is None else dataset.test.y[:n].numpy()
     out.append("<h2>Codes</h2>" + figure(figures.code_map(codes, labels, dataset.classes),
                                          f"{n} test codes ({codes.shape[1]} dimensions)" +
