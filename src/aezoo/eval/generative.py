@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from scipy import linalg
@@ -12,7 +14,9 @@ def frechet_distance_from_stats(mu1, cov1, mu2, cov2) -> float:
     Gaussians N(mu1, C1) and N(mu2, C2) (Dowson & Landau 1982; as used by Heusel et al. 2017)."""
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     cov1, cov2 = np.atleast_2d(np.asarray(cov1, np.float64)), np.atleast_2d(np.asarray(cov2, np.float64))
-    covmean, _ = linalg.sqrtm(cov1 @ cov2, disp=False)
+    with warnings.catch_warnings():  # a singular product is expected (identical features) and handled below
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(cov1 @ cov2)
     if not np.isfinite(covmean).all():  # near-singular product: regularise (as the reference code does)
         eps = 1e-6 * np.eye(len(cov1))
         covmean = linalg.sqrtm((cov1 + eps) @ (cov2 + eps))
