@@ -15,15 +15,18 @@ of the third convolution (before its batch norm); the real items weigh ``real_we
 the two kinds of generated items share the rest; the decoder's GAN term is the minimax one, log(1 - D);
 an equilibrium rule skips the discriminator's update while it wins by a margin (either cost below
 ``equilibrium - margin``) and the decoder's while it loses by one (either cost above ``equilibrium +
-margin``), both if both would be skipped; RMSprop, lr 0.02 / 64, weight decay 1e-5, batch 64.
+margin``), both if both would be skipped; RMSprop, lr 0.02 / 64, weight decay 1e-5, batch 64. One
+difference: one decoder pass and one discriminator pass serve all three losses (the authors run the
+discriminator again for the features), so its batch norm sees real and generated items together.
 
 Preset ``larsen2016`` is that network: encoder 5x5 stride-2 convolutions 64-128-256 and a 1024-unit
 layer, latent 128; decoder 192-128-32 transposed convolutions; discriminator 32 (stride 1)-128-192-256
-and a 512-unit layer; gamma 5e-6. The CPU default halves the encoder, uses latent 64 and thinner decoder and
-discriminator convolutions (64-32-16; 16-32-64-128), 3x cheaper per step (see BENCHMARKS.md). Not reproduced: the repo's learning rate decays over 150 epochs
-((e/150)^0.75 from 0.02 to 1e-5, per 64 items), which is nearly constant over a CPU run;
-``train.schedule`` offers a decay. No ELBO: the likelihood is over discriminator features, not pixels, so
-``aezoo eval`` reports pixel error and Frechet distances of samples and reconstructions instead.
+and a 512-unit layer; gamma 5e-6. The CPU default halves the encoder, uses latent 64 and thinner
+decoder and discriminator convolutions (64-32-16; 16-32-64-128), 5x cheaper per step (BENCHMARKS.md).
+Not reproduced: the repo's learning rate decays over 150 epochs ((e/150)^0.75 from 0.02 to 1e-5, per 64
+items), which is nearly constant over a CPU run; ``train.schedule`` offers a decay. No ELBO: the
+likelihood is over discriminator features, not pixels, so ``aezoo eval`` reports pixel error and
+Frechet distances of samples and reconstructions instead.
 """
 
 from __future__ import annotations
