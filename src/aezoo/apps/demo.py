@@ -7,6 +7,8 @@ combined report (``OUT/report.html``) beside each run's own report:
 4. ``vae``: samples, interpolations and the test NLL;
 5. ``vqvae``, then its ``pixelcnn`` prior: samples, interpolations (which VQ-VAE does poorly: compare
    with the VAE's), codebook perplexity and the prior's bits per code.
+
+VAE-GAN and ACAI are left out: in a run of under half a minute neither shows what it is for (README).
 """
 
 from __future__ import annotations
