@@ -38,18 +38,8 @@ def discretized_logistic_nll(mean: torch.Tensor, log_scale: torch.Tensor, x: tor
     """-log P(x) per item for ``x`` in [0, 1] quantised to ``bins`` levels, under a logistic of the given
     mean and log-scale integrated over each level's bin; the edge bins take the tails (Salimans et al.
     2017, PixelCNN++, sec. 2.1, with one logistic instead of a mixture). In nats."""
-    x, mean = x.float(), mean.float()
-    log_scale = log_scale.float().clamp_min(-7.0)
-    half = 0.5 / (bins - 1)  # half a bin in [0, 1] units
-    inv_s = torch.exp(-log_scale)
-    upper = inv_s * (x - mean + half)
-    lower = inv_s * (x - mean - half)
-    log_cdf_upper = F.logsigmoid(upper)  # log P(X <= x + half): used for the lowest bin
-    log_sf_lower = F.logsigmoid(-lower)  # log P(X > x - half): used for the highest bin
-    # log(sigmoid(u) - sigmoid(l)) = log(sigmoid(u)) + log(1 - exp(log sigmoid(l) - log sigmoid(u)))
-    log_mid = log_cdf_upper + torch.log((-torch.expm1(F.logsigmoid(lower) - log_cdf_upper)).clamp_min(1e-12))
-    logp = torch.where(x < half, log_cdf_upper, torch.where(x > 1 - half, log_sf_lower, log_mid))
-    return -_sum_items(logp)
+    ones = torch.zeros_like(mean, dtype=torch.float32).unsqueeze(1)
+    return discretized_mixture_logistic_nll(ones, mean.unsqueeze(1), log_scale.unsqueeze(1), x, bins)
 
 
 def real_nll(logits: torch.Tensor) -> torch.Tensor:
@@ -61,3 +51,23 @@ def real_nll(logits: torch.Tensor) -> torch.Tensor:
 def fake_nll(logits: torch.Tensor) -> torch.Tensor:
     """-log(1 - D(x)) per item: the discriminator's loss on items it should call generated."""
     return real_nll(-logits)
+
+
+def discretized_mixture_logistic_nll(logit_probs: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor,
+                                     x: torch.Tensor, bins: int = 256) -> torch.Tensor:
+    """-log P(x) per item under a mixture of K discretised logistics per value, each integrated over the
+    value's bin as :func:`discretized_logistic_nll` (Salimans et al. 2017, PixelCNN++, sec. 2.1, without
+    their channel coupling). ``logit_probs``, ``means``, ``log_scales``: (B, K, *x.shape[1:]); the mixture
+    weights are softmax(logit_probs) over K, per value. In nats."""
+    x, means = x.float().unsqueeze(1), means.float()
+    log_scale = log_scales.float().clamp_min(-7.0)
+    half = 0.5 / (bins - 1)
+    inv_s = torch.exp(-log_scale)
+    upper = inv_s * (x - means + half)
+    lower = inv_s * (x - means - half)
+    log_cdf_upper = F.logsigmoid(upper)
+    log_sf_lower = F.logsigmoid(-lower)
+    log_mid = log_cdf_upper + torch.log((-torch.expm1(F.logsigmoid(lower) - log_cdf_upper)).clamp_min(1e-12))
+    logp = torch.where(x < half, log_cdf_upper, torch.where(x > 1 - half, log_sf_lower, log_mid))  # (B, K, ...)
+    mixed = torch.logsumexp(logp + F.log_softmax(logit_probs.float(), dim=1), dim=1)
+    return -_sum_items(mixed)
