@@ -62,3 +62,18 @@ class DiagonalGaussian:
 def standard_normal_log_prob(z: torch.Tensor, event_dims: int = 1) -> torch.Tensor:
     """log N(z; 0, I) summed over the last ``event_dims`` dimensions."""
     return _sum_event(-0.5 * (LOG_2PI + z.float().square()), event_dims)
+
+
+def soft_clamp(x: torch.Tensor, bound: float = 5.0) -> torch.Tensor:
+    """bound * tanh(x / bound): the identity near 0, smoothly limited to (-bound, bound) (NVAE keeps the
+    means and log-scales of its normals in range this way, with gradients everywhere)."""
+    return bound * torch.tanh(x / bound)
+
+
+def residual_normal(prior: DiagonalGaussian, delta_mean: torch.Tensor, delta_logvar: torch.Tensor,
+                    bound: float = 5.0) -> DiagonalGaussian:
+    """The posterior relative to its prior (Vahdat & Kautz 2020, eq. 2): q = N(mu_p + dmu, sigma_p^2 dsigma^2),
+    each delta soft-clamped to (-bound, bound). Its KL to the prior depends on the deltas and sigma_p only:
+    0.5 (dmu^2 / sigma_p^2 + dsigma^2 - log dsigma^2 - 1) per value."""
+    return DiagonalGaussian(prior.mean + soft_clamp(delta_mean.float(), bound),
+                            prior.logvar + soft_clamp(delta_logvar.float(), bound), prior.event_dims)
