@@ -137,6 +137,26 @@ def train(name: str, spec, ds, seed: int, a, part: str):
     return model.eval(), res
 
 
+def run_fields(model, res, ds, x_test, a, eval_start: float) -> dict:
+    """What every row records of a trained model: test recon MSE, steps, time and size."""
+    return {"recon_mse": reconstruction_metrics(model, x_test)["recon_mse"], "steps": res.step,
+            "epochs": res.step * a.batch_size / len(ds.train), "train_s": res.elapsed_s,
+            "stopped_by": res.stopped_by, "eval_s": time.perf_counter() - eval_start,
+            "params": sum(p.numel() for p in model.parameters())}
+
+
+def write_results(out: str, benchmark: str, ds, a, specs: dict, rows: list, summary: dict, targets: dict,
+                  **extra) -> None:
+    """The JSON of one part: settings, model configs, every row, the summary and targets, and ``extra``."""
+    write_json(out, {
+        "benchmark": benchmark, "data": ds.spec, "split": "test", **extra, "settings": vars(a),
+        "models": {k: {"family": f, "preset": p, "config": v} for k, (f, p, v) in specs.items()},
+        "rows": rows, "summary": summary, "targets": targets,
+        "machine": machine_info(), "date": time.strftime("%Y-%m-%d"),
+    })
+    log(f"\nwritten to {out}")
+
+
 def mean_sd(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
@@ -170,10 +190,7 @@ def run_lines(a) -> int:
         m = lines_metrics(interpolation_paths(model, test), refs)
         row = {"model": name, "seed": seed, "lines_mean_distance": m["lines_mean_distance"],
                "lines_smoothness": m["lines_smoothness"], "lines_unturned": m["lines_unturned"],
-               "recon_mse": reconstruction_metrics(model, test)["recon_mse"],
-               "steps": res.step, "epochs": res.step * a.batch_size / len(ds.train), "train_s": res.elapsed_s,
-               "stopped_by": res.stopped_by, "eval_s": time.perf_counter() - t,
-               "params": sum(p.numel() for p in model.parameters())}
+               **run_fields(model, res, ds, test, a, t)}
         rows.append(row)
         log(f"  {res.step} steps; mean distance {1e3 * row['lines_mean_distance']:.2f}e-3, smoothness "
             f"{row['lines_smoothness']:.3f} (unturned paths {row['lines_unturned']:.0%}), recon MSE {row['recon_mse']:.5f}")
@@ -212,16 +229,10 @@ def run_lines(a) -> int:
               f"{'met' if targets['met'] else 'NOT met'} (best mean distance: {targets['acai_best_mean_distance']}, "
               f"best smoothness: {targets['acai_best_smoothness']}, ae / acai mean distance "
               f"{targets['ae_over_acai_mean_distance']:.1f}x)")
-    out = a.out or "bench/results/interpolation.json"
-    write_json(out, {
-        "benchmark": "interpolation", "data": ds.spec, "split": "test",
-        "metrics": "ACAI lines mean distance and smoothness (aezoo.eval.lines), recon MSE per pixel in [0, 1]",
-        "settings": vars(a), "models": {k: {"family": f, "preset": p, "config": v} for k, (f, p, v) in specs.items()},
-        "rows": rows, "summary": summary, "targets": targets,
-        "paper_table1": {k: {"mean_distance_x1e3": v[0], "smoothness": v[1], "source": v[2]} for k, v in PAPER_TABLE1.items()},
-        "machine": machine_info(), "date": time.strftime("%Y-%m-%d"),
-    })
-    log(f"\nwritten to {out}")
+    write_results(a.out or "bench/results/interpolation.json", "interpolation", ds, a, specs, rows, summary, targets,
+                  metrics="ACAI lines mean distance and smoothness (aezoo.eval.lines), recon MSE per pixel in [0, 1]",
+                  paper_table1={k: {"mean_distance_x1e3": v[0], "smoothness": v[1], "source": v[2]}
+                                for k, v in PAPER_TABLE1.items()})
     return 0
 
 
@@ -242,10 +253,7 @@ def run_representation(a) -> int:
         row = {"model": name, "seed": seed, "code_size": z_train.shape[1]}
         row.update(probe_accuracies(z_train, y_train, z_test, y_test, max_train=a.probe_train or len(z_train)))
         row["kmeans_acc"] = clustering_accuracy(z_test, y_test, n_init=a.n_init, seed=seed, fit_on=z_train)
-        row.update({"recon_mse": reconstruction_metrics(model, ds.test.x)["recon_mse"], "steps": res.step,
-                    "epochs": res.step * a.batch_size / len(ds.train), "train_s": res.elapsed_s,
-                    "stopped_by": res.stopped_by, "eval_s": time.perf_counter() - t,
-                    "params": sum(p.numel() for p in model.parameters())})
+        row.update(run_fields(model, res, ds, ds.test.x, a, t))
         rows.append(row)
         log(f"  linear probe {row['linear_probe_acc']:.4f}, k-means {row['kmeans_acc']:.4f}, "
             f"5-NN {row['knn_acc']:.4f}, recon MSE {row['recon_mse']:.5f}")
@@ -270,16 +278,9 @@ def run_representation(a) -> int:
         targets["met"] = targets["acai_above_ae_linear_probe"] and targets["acai_above_ae_kmeans"]
         print(f"\nTarget (acai above ae on both): {'met' if targets['met'] else 'NOT met'} "
               f"(linear probe: {targets['acai_above_ae_linear_probe']}, k-means: {targets['acai_above_ae_kmeans']})")
-    out = a.out or "bench/results/representation.json"
-    write_json(out, {
-        "benchmark": "representation", "data": ds.spec, "split": "test",
-        "metrics": "linear probe (LogisticRegression on standardised codes) and k-means accuracy (ACAI's protocol) "
-                   "on frozen codes; recon MSE per pixel in [0, 1]",
-        "settings": vars(a), "models": {k: {"family": f, "preset": p, "config": v} for k, (f, p, v) in specs.items()},
-        "rows": rows, "summary": summary, "targets": targets,
-        "machine": machine_info(), "date": time.strftime("%Y-%m-%d"),
-    })
-    log(f"\nwritten to {out}")
+    write_results(a.out or "bench/results/representation.json", "representation", ds, a, specs, rows, summary,
+                  targets, metrics="linear probe (LogisticRegression on standardised codes) and k-means accuracy "
+                                   "(ACAI's protocol) on frozen codes; recon MSE per pixel in [0, 1]")
     return 0
 
 

@@ -43,9 +43,9 @@ def discretized_logistic_nll(mean: torch.Tensor, log_scale: torch.Tensor, x: tor
 
 
 def real_nll(logits: torch.Tensor) -> torch.Tensor:
-    """-log D(x) per item for a discriminator's logits (B,) or (B, 1): its loss on items it should call
-    real; softplus(-l) = -log sigmoid(l), exact where log(sigmoid(l) + eps) is not."""
-    return F.softplus(-logits.float()).flatten(1).sum(1) if logits.dim() > 1 else F.softplus(-logits.float())
+    """-log D(x) per item for a discriminator's logits (B,): its loss on items it should call real;
+    softplus(-l) = -log sigmoid(l), exact where log(sigmoid(l) + eps) is not."""
+    return F.softplus(-logits.float())
 
 
 def fake_nll(logits: torch.Tensor) -> torch.Tensor:

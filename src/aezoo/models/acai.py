@@ -124,7 +124,6 @@ class ACAI(Autoencoder):
         for _ in range(c.scales):
             h, w = -(-h // 2), -(-w // 2)
             sizes.append((h, w))
-        self.code_shape = (c.latent_dim, h, w)
         self.encoder = Encoder(ch, c.depth, c.scales, c.latent_dim)
         self.decoder = Decoder(ch, c.depth, c.scales, c.latent_dim, list(reversed(sizes[:-1])))
         self.critic = Encoder(ch, c.depth, c.scales, c.latent_dim)

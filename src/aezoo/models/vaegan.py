@@ -78,10 +78,10 @@ class VAEGANConfig(ModelConfig):
 
 
 def _conv_stack(c: int, h: int, w: int, channels, strides) -> tuple[list[nn.Module], list[tuple[int, int]], int]:
-    """5x5 convolutions (padding 2) with the given strides; returns the layers as (conv, bn or None) pairs,
-    the spatial size before each one and after the last, and the last channel count."""
+    """5x5 convolutions (padding 2) with the given strides; returns them, the spatial size before each one
+    and after the last, and the last channel count."""
     layers, sizes = [], [(h, w)]
-    for i, (ch, s) in enumerate(zip(channels, strides)):
+    for ch, s in zip(channels, strides):
         layers.append(nn.Conv2d(c, ch, 5, stride=s, padding=2))
         c, h, w = ch, (h - 1) // s + 1, (w - 1) // s + 1
         sizes.append((h, w))
@@ -201,7 +201,7 @@ class VAEGAN(Autoencoder):
         b = len(x)
         q = self.posterior(batch.x)
         z = q.sample()
-        generated = self.generate(torch.cat([z, torch.randn_like(z)]).to(x.dtype))  # x~ then x_p: (2B, C, H, W)
+        generated = self.generate(torch.cat([z, torch.randn_like(z)]))  # x~ then x_p: (2B, C, H, W)
         features, logits = self.discriminator(torch.cat([x, generated]))  # one pass over x, x~, x_p
         logits = logits.float()
         # L_llike: Gaussian log-likelihood (unit variance) of Dis_l(x) given Dis_l(x~), eq. 9
