@@ -245,6 +245,67 @@ def test_binarize_option():
         __import__("aezoo").data.load("digits?binarize=2")
 
 
+@pytest.fixture(scope="module")
+def dyn():
+    return data.load("digits?binarize=dynamic")
+
+
+def is_binary(x: torch.Tensor) -> bool:
+    return bool(((x == 0) | (x == 1)).all())
+
+
+def test_dynamic_binarize_draws_binary_batches_around_the_grey_values(dyn):
+    assert dyn.train.dynamic_binarize and not is_binary(dyn.train.x)  # grey values kept
+    assert all(is_binary(b.x) for b in data.batches(dyn.train, 256, shuffle=True, seed=3))
+    part = dyn.train.head(16)
+    draws = torch.stack([next(data.batches(part, 16, epoch=e)).x for e in range(1000)])  # (1000, 16, 1, 8, 8)
+    assert (draws.mean(0) - part.x).abs().max() < 0.08  # 5 standard deviations of a mean of 1000 draws
+    assert not torch.equal(draws[0], draws[1])
+
+
+def test_dynamic_binarize_depends_on_seed_and_epoch_only(dyn):
+    def epoch(seed, e, start=0):
+        return [b.x for b in data.batches(dyn.train, 64, shuffle=True, seed=seed, epoch=e, start=start,
+                                          drop_last=True)]
+
+    full = epoch(2, 1)
+    assert all(torch.equal(a, b) for a, b in zip(full, epoch(2, 1)))
+    assert not torch.equal(full[0], epoch(2, 2)[0]) and not torch.equal(full[0], epoch(3, 1)[0])
+    tail = epoch(2, 1, start=5)  # a run resumed at batch 5 sees the same binary batches
+    assert len(tail) == len(full) - 5 and all(torch.equal(a, b) for a, b in zip(full[5:], tail))
+
+
+def test_dynamic_binarize_fixes_val_and_test_and_spares_the_global_rng(dyn):
+    raw = data.load("digits")
+    state = torch.get_rng_state()
+    again = data.load("digits?binarize=dynamic")
+    for _ in data.batches(again.train, 64, shuffle=True, seed=1):
+        pass
+    assert torch.equal(state, torch.get_rng_state())
+    for name in ("val", "test"):
+        a, b = getattr(dyn, name), getattr(again, name)
+        assert not a.dynamic_binarize and is_binary(a.x) and torch.equal(a.x, b.x)
+        assert not torch.equal(a.x, (getattr(raw, name).x > 0.5).float())  # drawn, not thresholded
+        assert abs(a.x.mean() - getattr(raw, name).x.mean()) < 0.02
+
+
+def test_dynamic_binarize_survives_head(dyn):
+    assert dyn.train.head(10).dynamic_binarize
+    assert not data.load("digits?binarize=0.5").train.head(10).dynamic_binarize
+
+
+@pytest.mark.parametrize("value", ["dynamc", "1", "-0.1", "nan"])
+def test_binarize_value_errors(value):
+    with pytest.raises(UserError, match=r"binarize=.* must be a threshold in \[0, 1\) or dynamic"):
+        data.load(f"digits?binarize={value}")
+
+
+def test_dynamic_binarize_needs_images(tmp_path):
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).random((40, 5), dtype=np.float32))
+    with pytest.raises(UserError, match="binarize=dynamic needs image data"):
+        data.load(f"npy:{tmp_path / 'v.npy'}?kind=vector&binarize=dynamic")
+
+
 def test_limit_option(digits):
     ds = data.load("digits?limit=50")
     assert len(ds.train) == 50 and len(ds.test) == 50

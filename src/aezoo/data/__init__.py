@@ -17,7 +17,9 @@ A spec is ``KIND``, ``KIND:PATH`` or either followed by ``?option=value&option=v
 
 Every spec also takes ``limit=N``: keep the first N items of each split (quick experiments, tests), and
 image specs take ``binarize=T``: values above T become 1, the others 0 (fixed binarisation, e.g. for
-Bernoulli likelihoods measured on binary data as in the IWAE paper).
+Bernoulli likelihoods measured on binary data as in the IWAE paper), or ``binarize=dynamic``: training
+items are drawn afresh as Bernoulli(grey value) each time they are batched, validation and test items
+once, from fixed seeds (dynamic binarisation, as in the IWAE and NVAE papers).
 
 How a source registers: ``register_source(kind, about, load, needs_path=..., options=...)`` makes
 ``KIND[:PATH][?options]`` load with ``load(spec, data_dir, progress, vocabulary) -> Dataset``, where
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import UserError
-from .base import Dataset, Split, batches, num_batches
+from .base import Dataset, Split, batches, bernoulli, num_batches
 
 
 @dataclass(frozen=True)
@@ -144,17 +146,33 @@ def load(spec: str, data_dir: str | None = None, progress: bool = True, vocabula
         for name in ("train", "val", "test"):
             setattr(ds, name, getattr(ds, name).head(n))
     if "binarize" in o:
+        _binarize(ds, o["binarize"])
+    ds.spec = spec
+    return ds
+
+
+def _binarize(ds: Dataset, raw: str) -> None:
+    """Apply ``binarize=T`` or ``binarize=dynamic`` to ``ds`` in place."""
+    bad = UserError(f"dataset option binarize={raw!r} must be a threshold in [0, 1) or dynamic")
+    threshold = None
+    if raw != "dynamic":
         try:
-            threshold = float(o["binarize"])
+            threshold = float(raw)
         except ValueError:
-            raise UserError(f"dataset option binarize={o['binarize']!r} must be a number in [0, 1)") from None
-        if ds.kind != "image" or not 0 <= threshold < 1:
-            raise UserError("binarize=T needs image data and a threshold T in [0, 1)")
+            raise bad from None
+        if not 0 <= threshold < 1:
+            raise bad
+    if ds.kind != "image":
+        raise UserError(f"dataset option binarize={raw} needs image data; this dataset has {ds.kind} items")
+    if threshold is not None:
         for name in ("train", "val", "test"):
             sp = getattr(ds, name)
             setattr(ds, name, Split((sp.x > threshold).float(), sp.y, sp.ids))
-    ds.spec = spec
-    return ds
+        return
+    ds.train = Split(ds.train.x, ds.train.y, ds.train.ids, dynamic_binarize=True)
+    for name, seed in (("val", 1), ("test", 2)):  # fixed draws: every load, every model sees the same
+        sp = getattr(ds, name)
+        setattr(ds, name, Split(bernoulli(sp.x, seed), sp.y, sp.ids))
 
 
 # --- the sources of this package (``codes:`` is registered by aezoo.models.codes) ------------------

@@ -17,18 +17,21 @@ SPLITS = ("train", "val", "test")
 @dataclass
 class Split:
     """Items ``x`` (N, *shape) as float32, when known integer labels ``y`` (N,), and item ids (names
-    used by search results; by default the item's position, e.g. ``"train/12"``)."""
+    used by search results; by default the item's position, e.g. ``"train/12"``). With
+    ``dynamic_binarize``, ``x`` holds grey values and :func:`batches` draws binary items from them."""
 
     x: torch.Tensor
     y: torch.Tensor | None = None
     ids: list[str] | None = None
+    dynamic_binarize: bool = False  # binarise afresh each time an item is batched (IWAE, NVAE)
 
     def item_ids(self, split_name: str) -> list[str]:
         return list(self.ids) if self.ids is not None else [f"{split_name}/{i}" for i in range(len(self))]
 
     def head(self, n: int) -> "Split":
         """The first n items."""
-        return Split(self.x[:n], None if self.y is None else self.y[:n], None if self.ids is None else self.ids[:n])
+        return Split(self.x[:n], None if self.y is None else self.y[:n], None if self.ids is None else self.ids[:n],
+                     self.dynamic_binarize)
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -83,7 +86,8 @@ def batches(
 ) -> Iterator[Batch]:
     """Minibatches of ``split``: one gather per batch, no per-item Python work.
 
-    The order of epoch ``epoch`` depends only on ``(seed, epoch)``, so a resumed run can skip to batch
+    The order of epoch ``epoch`` depends only on ``(seed, epoch)``, and with ``split.dynamic_binarize``
+    the binary draws of batch b only on ``(seed, epoch, b)``, so a resumed run can skip to batch
     ``start`` and see exactly the batches an uninterrupted run would have seen.
     """
     n = len(split)
@@ -94,7 +98,16 @@ def batches(
     stop = (n // batch_size) * batch_size if drop_last else n
     for i in range(start * batch_size, stop, batch_size):
         idx = order[i : i + batch_size]
-        yield Batch(split.x[idx], None if split.y is None else split.y[idx], idx)
+        x = split.x[idx]
+        if split.dynamic_binarize:
+            x = bernoulli(x, int(np.random.SeedSequence([seed, epoch, i // batch_size]).generate_state(1)[0]))
+        yield Batch(x, None if split.y is None else split.y[idx], idx)
+
+
+def bernoulli(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """Binary items drawn with P(1) = x from a generator seeded with ``seed`` (torch's global RNG is
+    left alone)."""
+    return (torch.rand(x.shape, generator=torch.Generator().manual_seed(seed)) < x).float()
 
 
 def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
