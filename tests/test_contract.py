@@ -40,6 +40,10 @@ CASES = [
     ("vaegan", dict(channels=[4, 8], hidden=16, latent_dim=3, decoder_channels=[8, 4], dis_channels=[4, 8, 8],
                     dis_hidden=8), "image"),
     ("acai", dict(depth=4, scales=2, latent_dim=3), "image"),
+    ("nvae", dict(channels=4, pre_blocks=1, scales=2, groups_per_scale=1, latent_channels=3, expand=2,
+                  bn_samples=20, kl_warmup=0), "image"),
+    ("nvae", dict(channels=4, pre_blocks=1, pre_cells=1, scales=2, groups_per_scale=2, latent_channels=2,
+                  expand=2, likelihood="logistic_mixture", mixtures=2, bn_samples=20, kl_warmup=0), "image"),
     ("pixelcnn", dict(num_codes=16, channels=8, layers=2), "codes"),
 ]
 IDS = [f"{name}-{i}-{kind}" for i, (name, _, kind) in enumerate(CASES)]
@@ -205,7 +209,7 @@ def test_load_rejects_weights_of_another_config(case, datasets, tmp_path):
     name, config, kind = case
     data = datasets[kind]
     aezoo.save(make(case, data), tmp_path / "a")
-    key = next(k for k in ("latent_dim", "bits", "num_codes") if k in config)
+    key = next(k for k in ("latent_dim", "bits", "num_codes", "latent_channels") if k in config)
     other = (name, dict(config, **{key: config[key] + 8}), kind)
     aezoo.save(make(other, data), tmp_path / "b")
     (tmp_path / "b" / "model.safetensors").replace(tmp_path / "a" / "model.safetensors")

@@ -70,7 +70,10 @@ def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset
                 raise UserError(f"{out}: not an aezoo run directory; --overwrite only replaces runs")
         if not data_spec:
             raise UserError("--data is required")
-        cfg = _apply_train(TrainConfig(), train_overrides or {}, train_sets)
+        # the model family's training settings (its paper's schedule), then the user's
+        defaults = dict(getattr(get_model_class(model_name), "TRAIN_DEFAULTS", {}))
+        cfg = _apply_train(TrainConfig(), {**defaults, **{k: v for k, v in (train_overrides or {}).items()
+                                                          if v is not None}}, train_sets)
         dataset = dataset or data_mod.load(data_spec, data_dir, progress)
         model = build(model_name, dataset, preset, list(model_overrides), cfg.seed)
         if overwrite and out_dir.exists():

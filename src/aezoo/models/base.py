@@ -95,6 +95,7 @@ class Model(nn.Module):
     name: ClassVar[str] = "?"
     Config: ClassVar[type] = ModelConfig
     PRESETS: ClassVar[dict[str, dict]] = {}  # named sets of config overrides, e.g. a paper's settings
+    TRAIN_DEFAULTS: ClassVar[dict] = {}  # TrainConfig fields the family trains with unless the user sets them
 
     def __init__(self, config: ModelConfig):
         super().__init__()
