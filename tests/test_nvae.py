@@ -98,5 +98,7 @@ def test_cli_trains_with_the_family_defaults_and_the_user_wins(tmp_path):
     assert r.returncode == 0, r.stderr
     train = json.loads((out / "run.json").read_text())["train"]
     assert train["schedule"] == "cosine" and train["warmup_steps"] == 2
+    report = (out / "report.html").read_text()
+    assert "Samples by temperature" in report and "What each latent group encodes" in report
     ev = json.loads((out / "eval.json").read_text())
     assert all(torch.isfinite(torch.tensor(float(v))) for v in ev.values() if isinstance(v, float))

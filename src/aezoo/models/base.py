@@ -165,6 +165,7 @@ class Autoencoder(Model):
     prior: "Prior | None" = None  # the second-stage Prior over the codes, once attached (see attach)
     refines_codes = False  # the config's refine_steps improves codes through the decoder at inference
     traversal_dims = 0  # latent dimensions a traversal sweeps (a standard-normal prior over a vector)
+    latent_groups = 0  # hierarchical latent groups: reconstruct_groups(x, keep, temperature) fixes the top ones
 
 
 class Prior(Model):

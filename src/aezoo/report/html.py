@@ -133,12 +133,38 @@ def generative_sections(model, dataset) -> list[str]:
         out.append("<h2>Interpolations</h2>" + figure(
             pil_png(image_grid([to_images(r, dataset.shape, "image") for r in rows])),
             "Between pairs of test items, endpoints included; rows alternate linear and spherical paths in code space."))
+    if model.can_sample and model.latent_groups:
+        out += hierarchy_sections(model, dataset)
     if model.can_sample and 0 < model.traversal_dims <= 10:
         t = traversal_rows(model)
         out.append("<h2>Latent traversals</h2>" + figure(
             pil_png(image_grid([to_images(r, dataset.shape, "image") for r in t])),
             "One row per latent dimension swept from -3 to 3, the others at 0."))
     return out
+
+
+def hierarchy_sections(model, dataset, temperatures=(0.4, 0.6, 0.8, 1.0), draws: int = 8) -> list[str]:
+    """Samples at several temperatures, and what each latent group encodes: the top groups of a test item
+    kept from its posterior, the others drawn from the prior."""
+    import torch
+
+    from ..rng import seeded
+    from .grid import image_grid, to_images
+
+    with torch.no_grad(), seeded(0):
+        rows = [model.sample(draws, t).cpu() for t in temperatures]
+        items = dataset.test.x[:2].to(model.device)
+        kept = [model.reconstruct_groups(item.expand(draws, *item.shape), keep).cpu()
+                for item in items for keep in range(1, model.latent_groups + 1)]
+    ts = ", ".join(f"{t:g}" for t in temperatures)
+    return ["<h2>Samples by temperature</h2>" + figure(
+                pil_png(image_grid([to_images(r, dataset.shape, "image") for r in rows])),
+                f"One row per temperature ({ts}), batch-norm statistics re-estimated at each."),
+            "<h2>What each latent group encodes</h2>" + figure(
+                pil_png(image_grid([to_images(r, dataset.shape, "image") for r in kept])),
+                f"For two test items, row k keeps the top k of {model.latent_groups} groups from the item's "
+                "posterior and draws the others from the prior (temperature 0.6): what stays fixed along a "
+                "row is what the kept groups encode.")]
 
 
 def model_card(model, run: dict, evaluation: dict) -> str:
