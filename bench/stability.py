@@ -1,6 +1,6 @@
 """Training stability of the adversarial models over seeds, not only their best run.
 
-    .venv/bin/python bench/stability.py [--models vaegan acai] [--seeds 3] [--minutes 2.5] [--threads 2]
+    .venv/bin/python bench/stability.py [--models vaegan acai alae] [--seeds 3] [--minutes 2.5] [--threads 2]
 
 Each model trains on Fashion-MNIST for ``--minutes`` per seed (batch 64, its CPU default config), one
 run after another. Per run: whether it diverged (the trainer stops on a NaN/inf loss and names the
@@ -30,7 +30,8 @@ from aezoo.eval import reconstruction_metrics
 from aezoo.eval.generate import sample_images
 from aezoo.io import write_json
 
-ADVERSARY = {"vaegan": ("dis_real_cost", "dis_fake_cost"), "acai": ("critic_loss", "critic_on_mix")}
+ADVERSARY = {"vaegan": ("dis_real_cost", "dis_fake_cost"), "acai": ("critic_loss", "critic_on_mix"),
+             "alae": ("d_loss", "g_loss", "latent_mse")}
 
 
 def last_logged(run_dir: Path) -> tuple[dict, list[dict]]:
@@ -102,8 +103,8 @@ def main() -> int:
                 rows.append(one_run(name, seed, ds, a, Path(tmp)))
                 print("  " + json.dumps(rows[-1]), file=sys.stderr, flush=True)
     cols = ["model", "seed", "diverged", "steps", "decoder_updated", "discriminator_updated", "dis_real_cost",
-            "dis_fake_cost", "critic_loss", "critic_on_mix", "recon_mse", "fd_recon_fmnist", "fd_fmnist",
-            "sample_recall", "sample_spread", "collapsed"]
+            "dis_fake_cost", "critic_loss", "critic_on_mix", "d_loss", "g_loss", "latent_mse", "recon_mse",
+            "fd_recon_fmnist", "fd_fmnist", "sample_recall", "sample_spread", "collapsed"]
     cols = [c for c in cols if any(c in r for r in rows)]
     print(f"\nStability on {a.data}: {a.minutes} min per run, batch 64, seeds 0..{a.seeds - 1}\n")
     print("| " + " | ".join(cols) + " |")

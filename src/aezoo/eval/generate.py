@@ -36,18 +36,20 @@ def sample_images(model, n: int, temperature: float = 1.0, seed: int = 0) -> tor
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Spherical interpolation between rows of a and b (White 2016, "Sampling generative networks"):
-    along the great circle, with the norm interpolated linearly. a, b: (B, D); t: (T,) -> (B, T, D)."""
+    along the great circle, with the norm interpolated linearly. a, b: (B, D); t: (T,), or (B, T) for
+    fractions per row -> (B, T, D)."""
     na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
     ua, ub = a / na.clamp_min(1e-12), b / nb.clamp_min(1e-12)
     omega = torch.acos((ua * ub).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))[:, None]  # (B, 1, 1)
-    t = t[None, :, None]
+    t = t[None, :, None] if t.dim() == 1 else t[:, :, None]
     so = torch.sin(omega)
     direction = (torch.sin((1 - t) * omega) * ua[:, None] + torch.sin(t * omega) * ub[:, None]) / so
     return direction * ((1 - t) * na[:, None] + t * nb[:, None])
 
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    return a[:, None] + t[None, :, None] * (b - a)[:, None]
+    t = t[None, :, None] if t.dim() == 1 else t[:, :, None]
+    return a[:, None] + t * (b - a)[:, None]
 
 
 @torch.no_grad()

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from scipy import linalg
 
+from .generate import lerp, slerp
+
 
 def frechet_distance_from_stats(mu1, cov1, mu2, cov2) -> float:
     """||mu1 - mu2||^2 + Tr(C1 + C2 - 2 (C1 C2)^(1/2)): the squared 2-Wasserstein distance between the
@@ -53,3 +55,29 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> dict
     precision = _covered(fake, real, _knn_radii(real, k)).double().mean()
     recall = _covered(real, fake, _knn_radii(fake, k)).double().mean()
     return {"precision": float(precision), "recall": float(recall)}
+
+
+
+@torch.no_grad()
+def path_length(decode, features, a: torch.Tensor, b: torch.Tensor, *, spherical: bool = False, to_code=None,
+                eps: float = 1e-4, seed: int = 0, batch_size: int = 500) -> dict:
+    """Perceptual path length (Karras et al., CVPR 2019, sec. 4.2): for each pair (a_i, b_i) and
+    t ~ U(0, 1), ||phi(decode(c(t))) - phi(decode(c(t + eps)))||^2 / eps^2, where c interpolates from a_i to
+    b_i (linearly, or spherically when ``spherical``) and then passes ``to_code`` (e.g. a mapping network,
+    to measure paths in its input space), and phi is ``features``. Returns the mean over the values
+    between the 1st and 99th percentiles (as the reference implementation) and the median."""
+    g = torch.Generator().manual_seed(seed)
+    values = []
+    for i in range(0, len(a), batch_size):
+        ai, bi = a[i : i + batch_size], b[i : i + batch_size]
+        t = torch.rand(len(ai), generator=g, dtype=ai.dtype).to(ai.device)
+        ends = []
+        for s in (t, t + eps):
+            point = (slerp if spherical else lerp)(ai, bi, s[:, None])[:, 0]
+            ends.append(point if to_code is None else to_code(point))
+        f0, f1 = (features(decode(code)).double() for code in ends)
+        values.append(((f1 - f0) ** 2).sum(1).cpu() / eps**2)
+    v = torch.cat(values)
+    lo, hi = torch.quantile(v, 0.01), torch.quantile(v, 0.99)
+    kept = v[(v >= lo) & (v <= hi)]
+    return {"ppl": float(kept.mean()), "ppl_median": float(v.median()), "pairs": len(v)}
