@@ -14,12 +14,15 @@ beta1 = 0, beta2 = 0.99, lr 0.002 and the equalised learning rate; F and D learn
 slower. Encoding, decoding and sampling use an exponential moving average of F, G and E (half-life
 ``ema_half_life`` items), as the authors' code does; D stays live.
 
-Two architectures. ``arch="mlp"``, the paper's MNIST model (preset ``pidhorskyi2020-mnist``): E and G
-784-1024-1024-50 with leaky ReLU (G's output linear), F six 50-wide layers after pixel norm, D three
-layers; z and w have 50 dimensions. ``arch="style"``, StyleALAE at 4 * 2^(len(channels) - 1) pixels
-(32 for 28x28 items, padded): G starts from a learned 4x4 constant and has two style layers per
-resolution (noise, instance norm, AdaIN from w; style mixing with probability ``style_mixing`` in
-updates 1 and 2), E reads w back as the sum of affine maps of its activations' instance-norm statistics.
+Two architectures. ``arch="mlp"``, the paper's MNIST model and the CPU default (preset
+``pidhorskyi2020-mnist``): E and G 784-1024-1024-50 with leaky ReLU (G's output linear), F six 50-wide
+layers after pixel norm, D three layers; z and w have 50 dimensions. ``arch="style"``, StyleALAE at
+4 * 2^(len(channels) - 1) pixels (32 for 28x28 items, padded): G starts from a learned 4x4 constant and
+has two style layers per resolution (noise, instance norm, AdaIN from w; style mixing with probability
+``style_mixing`` in updates 1 and 2), E reads w back as the sum of affine maps of its activations'
+instance-norm statistics. Preset ``pidhorskyi2020-mnist-style`` is the authors' MNIST StyleALAE (latent 32,
+channels 256-256-128-64, four mapping layers, lr 0.0015); the CPU default's channels are a quarter to an
+eighth of those, about 18x cheaper per step (BENCHMARKS.md).
 
 Facts from the authors' code (podgorskiy/ALAE, Apache-2.0; read, not copied): F and D use lr multiplier 0.1
 (StyleGAN's mapping uses 0.01), the output of E and of F passes a leaky ReLU, R1 every step. Differences:
@@ -53,7 +56,7 @@ class ALAEConfig(ModelConfig):
     arch: Literal["mlp", "style"] = "mlp"
     latent_dim: int = 50  # z and w (paper MNIST: 50)
     widths: tuple[int, ...] = (1024, 1024)  # mlp: hidden layers of E and G (paper: 1024, 1024)
-    channels: tuple[int, ...] = (128, 64, 32, 16)  # style: G's channels at 4x4, 8x8, ...; E mirrors them
+    channels: tuple[int, ...] = (64, 32, 16, 8)  # style: G's channels at 4x4, 8x8, ...; E mirrors them (paper: 256, 256, 128, 64)
     mapping_layers: int = 6  # F: layers of latent_dim units (authors' MNIST code: 6)
     dis_layers: int = 3  # D: layers on w, latent_dim wide, then one logit
     mapping_lr_mul: float = 0.1  # learning-rate multiplier of F and D (authors' code: 0.1)
@@ -155,7 +158,12 @@ class ALAE(Autoencoder):
     Config = ALAEConfig
     PRESETS = {"pidhorskyi2020-mnist": {"arch": "mlp", "latent_dim": 50, "widths": [1024, 1024], "mapping_layers": 6,
                                         "dis_layers": 3, "mapping_lr_mul": 0.1, "r1_gamma": 10.0, "lr": 0.002,
-                                        "ema_half_life": 10_000.0}}
+                                        "ema_half_life": 10_000.0},
+               # the authors' StyleALAE MNIST configuration (configs/mnist.yaml), at full resolution from the start
+               "pidhorskyi2020-mnist-style": {"arch": "style", "latent_dim": 32, "channels": [256, 256, 128, 64],
+                                              "mapping_layers": 4, "dis_layers": 3, "mapping_lr_mul": 0.1,
+                                              "r1_gamma": 10.0, "style_mixing": 0.9, "lr": 0.0015,
+                                              "ema_half_life": 10_000.0}}
 
     can_sample = True
 
