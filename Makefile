@@ -21,7 +21,7 @@ demo: $(STAMP) data
 
 test: $(STAMP) data
 	@scripts/get-chromium.sh
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 bench: $(STAMP) data
 	$(BIN)/python -m pip install -q -r requirements-bench.txt
