@@ -24,7 +24,8 @@ over eps^2, the mean between the 1st and 99th percentiles. For alae: linear path
 F(z2) ("PPL w"), and spherical paths in z mapped through F ("PPL z"; the paper's claim is PPL w < PPL z).
 For vae and vaegan: spherical paths in their z, for reference.
 
-Prints a markdown table and writes JSON (bench/results/alae.json; with ``--smoke``, alae_smoke.json).
+Prints a markdown table and writes JSON (bench/results/alae.json; with ``--smoke``,
+/tmp/aezoo-bench-alae-smoke.json).
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ def main(argv=None) -> int:
     print_table(rows, a)
     targets = targets_of(rows)
     print("\nTargets: " + json.dumps(targets))
-    out = a.out or f"bench/results/alae{'_smoke' if a.smoke else ''}.json"
+    out = a.out or ("/tmp/aezoo-bench-alae-smoke.json" if a.smoke else "bench/results/alae.json")
     write_json(out, {"benchmark": "alae", "data": a.data, "settings": vars(a), "rows": rows, "targets": targets,
                      "machine": machine_info(), "date": time.strftime("%Y-%m-%d")})
     return 0
