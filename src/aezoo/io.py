@@ -136,6 +136,62 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
 
 
+@contextmanager
+def one_writer(path: str | os.PathLike) -> Iterator[None]:
+    """Hold the write lock of the output folder ``path`` (a run, an index) while the block runs: a second
+    aezoo process that asks for it meanwhile gets a :class:`UserError` naming the holder's process id.
+    The lock is a kernel lock (``flock``) on the hidden file ``.NAME.lock`` beside ``path``, so a holder
+    that dies, even by SIGKILL, releases it, and its left-over file blocks nobody; a clean exit removes
+    the file. Where ``fcntl`` is missing (Windows), there is no lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield
+        return
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.lock")
+    new = []  # folders made for the lock: removed again if the run leaves them empty
+    folder = lock.parent
+    while not folder.exists() and folder != folder.parent:
+        new.append(folder)
+        folder = folder.parent
+    make_dir(lock.parent)
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        except OSError as e:
+            raise cannot_write(path, e) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(f"{path}: in use by another aezoo process (pid {holder}); wait for it to end "
+                            "or choose another output") from None
+        try:  # the file we locked may have been removed by a holder that just finished: lock the new one
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        try:
+            os.unlink(lock)
+        except OSError:
+            pass
+        os.close(fd)  # releases the lock
+        for folder in new:  # deepest first; stops at the first that is not empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -10,7 +10,7 @@ import torch
 
 from ..errors import UserError
 from ..hashing import HashIndex, sha256
-from ..io import atomic_dir, check_output_dir
+from ..io import atomic_dir, check_output_dir, one_writer
 from ..models.base import Autoencoder, load_model
 from ..models.run import open_run
 
@@ -43,28 +43,29 @@ def build_index(run_dir: str, data_spec: str | None, out: str, split: str = "tra
                 progress: bool = True) -> HashIndex:
     out_dir = Path(out)
     check_output_dir(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise UserError(f"{out}: exists and is not empty; choose another --out or pass --overwrite")
-        if not (out_dir / "manifest.json").is_file():
-            raise UserError(f"{out}: not an aezoo index; --overwrite only replaces index directories")
-    model, dataset = open_run(run_dir, data_spec, data_dir, progress)
-    if not _has_binary_codes(model):
-        raise UserError(f"{run_dir}: a {model.name!r} model has no binary codes; train a 'hash' model")
-    bits = model.config.bits
-    kind = kind or ("hash" if bits <= 64 else "multihash")
-    names = ["train", "val", "test"] if split == "all" else [split]
-    index = HashIndex(bits, kind, model=model_reference(run_dir), keep_continuous=rerank)
-    for name in names:
-        part = dataset.split(name)
-        b, c = encode_codes(model, part.x)
-        labels = None if part.y is None else [dataset.classes[i] if dataset.classes else str(i) for i in part.y.tolist()]
-        ids = part.item_ids(name)
-        index.add(b, ids, labels, c if rerank else None)
-    # written beside the target, then renamed: a crash never leaves a half-written index in --out
-    with atomic_dir(out_dir) as tmp:
-        index.save(tmp)
-    return index
+    with one_writer(out_dir):  # one process per index directory
+        if out_dir.exists() and any(out_dir.iterdir()):
+            if not overwrite:
+                raise UserError(f"{out}: exists and is not empty; choose another --out or pass --overwrite")
+            if not (out_dir / "manifest.json").is_file():
+                raise UserError(f"{out}: not an aezoo index; --overwrite only replaces index directories")
+        model, dataset = open_run(run_dir, data_spec, data_dir, progress)
+        if not _has_binary_codes(model):
+            raise UserError(f"{run_dir}: a {model.name!r} model has no binary codes; train a 'hash' model")
+        bits = model.config.bits
+        kind = kind or ("hash" if bits <= 64 else "multihash")
+        names = ["train", "val", "test"] if split == "all" else [split]
+        index = HashIndex(bits, kind, model=model_reference(run_dir), keep_continuous=rerank)
+        for name in names:
+            part = dataset.split(name)
+            b, c = encode_codes(model, part.x)
+            labels = None if part.y is None else [dataset.classes[i] if dataset.classes else str(i) for i in part.y.tolist()]
+            ids = part.item_ids(name)
+            index.add(b, ids, labels, c if rerank else None)
+        # written beside the target, then renamed: a crash never leaves a half-written index in --out
+        with atomic_dir(out_dir) as tmp:
+            index.save(tmp)
+        return index
 
 
 def search_index(index_dir: str, *, item: str | None = None, image: str | None = None, text: str | None = None,

@@ -17,7 +17,7 @@ from .. import data as data_mod
 from ..config import apply_overrides, from_dict, to_dict
 from ..errors import UserError
 from ..eval import reconstruction_metrics, restoration_metrics
-from ..io import cannot_write, check_output_dir, read_json, save_image, write_json
+from ..io import cannot_write, check_output_dir, one_writer, read_json, save_image, write_json
 from ..models.base import Autoencoder, Model, Prior, make_config
 from ..models.run import check_compatible
 from ..rng import seeded
@@ -45,47 +45,48 @@ def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset
     keyword arguments of :func:`evaluate`, e.g. smaller samples for a quick showcase)."""
     out_dir = Path(out)
     check_output_dir(out_dir)
-    if resume:
-        meta = read_json(out_dir / "run.json", "run (run.json); nothing to resume")
-        if model_name and model_name != meta["model"]:
-            raise UserError(f"{out}: the run trains {meta['model']!r}, not {model_name!r}")
-        if model_overrides or preset:
-            raise UserError("a resumed run keeps its model config; drop --set/--preset for the model")
-        data_spec = data_spec or meta["data"]
-        if data_spec != meta["data"]:
-            raise UserError(f"{out}: the run was trained on {meta['data']!r}, not {data_spec!r}")
-        cfg = from_dict(TrainConfig, meta["train"], "train config")
-        # A resumed run may extend its budget: epochs and max_minutes can change, nothing else.
-        allowed = {"epochs", "max_minutes", "progress"}
-        cfg = _apply_train(cfg, {k: v for k, v in (train_overrides or {}).items() if k in allowed}, train_sets)
-        dataset = dataset or data_mod.load(data_spec, data_dir, progress)
-        cls = get_model_class(meta["model"])
-        model = cls(from_dict(cls.Config, meta["model_config"], f"{meta['model']} config"))
-    else:
-        if out_dir.exists() and any(out_dir.iterdir()):
-            if not overwrite:
-                raise UserError(f"{out}: exists and is not empty; add --resume to continue that run, "
-                                "--overwrite to replace it, or choose a new --out")
-            if not (out_dir / "run.json").is_file():
-                raise UserError(f"{out}: not an aezoo run directory; --overwrite only replaces runs")
-        if not data_spec:
-            raise UserError("--data is required")
-        # the model family's training settings (its paper's schedule), then the user's
-        defaults = dict(getattr(get_model_class(model_name), "TRAIN_DEFAULTS", {}))
-        cfg = _apply_train(TrainConfig(), {**defaults, **{k: v for k, v in (train_overrides or {}).items()
-                                                          if v is not None}}, train_sets)
-        dataset = dataset or data_mod.load(data_spec, data_dir, progress)
-        model = build(model_name, dataset, preset, list(model_overrides), cfg.seed)
-        if overwrite and out_dir.exists():
-            try:
-                shutil.rmtree(out_dir)  # only now: every check above has passed
-            except OSError as e:
-                raise cannot_write(out_dir, e) from None
-    cfg.progress = progress and cfg.progress
-    trainer = Trainer(model, dataset, cfg, out_dir,
-                      extra_meta={"model_config": to_dict(model.config), "preset": preset})
-    trainer.fit(resume=resume)
-    return finish_run(model, dataset, out_dir, eval_options, cfg.progress)
+    with one_writer(out_dir):  # one process per run directory
+        if resume:
+            meta = read_json(out_dir / "run.json", "run (run.json); nothing to resume")
+            if model_name and model_name != meta["model"]:
+                raise UserError(f"{out}: the run trains {meta['model']!r}, not {model_name!r}")
+            if model_overrides or preset:
+                raise UserError("a resumed run keeps its model config; drop --set/--preset for the model")
+            data_spec = data_spec or meta["data"]
+            if data_spec != meta["data"]:
+                raise UserError(f"{out}: the run was trained on {meta['data']!r}, not {data_spec!r}")
+            cfg = from_dict(TrainConfig, meta["train"], "train config")
+            # A resumed run may extend its budget: epochs and max_minutes can change, nothing else.
+            allowed = {"epochs", "max_minutes", "progress"}
+            cfg = _apply_train(cfg, {k: v for k, v in (train_overrides or {}).items() if k in allowed}, train_sets)
+            dataset = dataset or data_mod.load(data_spec, data_dir, progress)
+            cls = get_model_class(meta["model"])
+            model = cls(from_dict(cls.Config, meta["model_config"], f"{meta['model']} config"))
+        else:
+            if out_dir.exists() and any(out_dir.iterdir()):
+                if not overwrite:
+                    raise UserError(f"{out}: exists and is not empty; add --resume to continue that run, "
+                                    "--overwrite to replace it, or choose a new --out")
+                if not (out_dir / "run.json").is_file():
+                    raise UserError(f"{out}: not an aezoo run directory; --overwrite only replaces runs")
+            if not data_spec:
+                raise UserError("--data is required")
+            # the model family's training settings (its paper's schedule), then the user's
+            defaults = dict(getattr(get_model_class(model_name), "TRAIN_DEFAULTS", {}))
+            cfg = _apply_train(TrainConfig(), {**defaults, **{k: v for k, v in (train_overrides or {}).items()
+                                                              if v is not None}}, train_sets)
+            dataset = dataset or data_mod.load(data_spec, data_dir, progress)
+            model = build(model_name, dataset, preset, list(model_overrides), cfg.seed)
+            if overwrite and out_dir.exists():
+                try:
+                    shutil.rmtree(out_dir)  # only now: every check above has passed
+                except OSError as e:
+                    raise cannot_write(out_dir, e) from None
+        cfg.progress = progress and cfg.progress
+        trainer = Trainer(model, dataset, cfg, out_dir,
+                          extra_meta={"model_config": to_dict(model.config), "preset": preset})
+        trainer.fit(resume=resume)
+        return finish_run(model, dataset, out_dir, eval_options, cfg.progress)
 
 
 def _apply_train(cfg: TrainConfig, values: dict, sets: list[str]) -> TrainConfig:

@@ -1,0 +1,86 @@
+"""Failure surface: one writer per output folder (a lock that dies with its holder)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aezoo.errors import UserError
+from aezoo.io import one_writer
+
+from conftest import run_cli
+
+HOLD = """
+import sys, time
+from aezoo.io import one_writer
+with one_writer(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def hold(path: Path) -> subprocess.Popen:
+    """A child process holding the write lock of ``path`` (returns once it holds it)."""
+    child = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    return child
+
+
+def test_a_second_writer_is_refused_by_pid_and_a_dead_holder_blocks_nobody(tmp_path):
+    out = tmp_path / "new" / "deeper" / "run"
+    child = hold(out)
+    try:
+        with pytest.raises(UserError, match=rf"in use by another aezoo process \(pid {child.pid}\)"):
+            with one_writer(out):
+                pass
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert (out.parent / ".run.lock").exists()  # left behind by the killed holder...
+    with one_writer(out):  # ...and ignored: the kernel released its lock
+        assert (out.parent / ".run.lock").read_text() == str(os.getpid())
+    assert not (out.parent / ".run.lock").exists()  # a clean exit removes it
+    fresh = tmp_path / "a" / "b" / "run"
+    with one_writer(fresh):
+        assert (fresh.parent / ".run.lock").exists()
+    assert not (tmp_path / "a").exists()  # the folders made for the lock went with it
+
+
+def test_train_refuses_a_run_directory_in_use_and_writes_nothing(tmp_path):
+    out = tmp_path / "run"
+    child = hold(out)
+    try:
+        r = run_cli("train", "ae", "--data", "digits?limit=64", "--epochs", "1", "--out", out, "--quiet")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith(f"aezoo: error: {out}: in use by another aezoo process (pid {child.pid})")
+    assert not out.exists()
+
+
+def test_a_running_training_holds_its_directory_until_it_is_killed(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "ae", "--data", "digits?limit=256", "--epochs", "1000", "--batch-size", "8", "--out", out, "--quiet",
+            "--set", "widths=[8]", "--set", "latent_dim=2", "--set", "train.checkpoint_every=50"]
+    first = subprocess.Popen([sys.executable, "-m", "aezoo.cli", *map(str, args)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoint.safetensors").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (out / "checkpoint.safetensors").exists(), "the first run wrote no checkpoint"
+        second = run_cli("train", "ae", "--data", "digits?limit=256", "--epochs", "1", "--out", out, "--resume", "--quiet")
+        assert second.returncode == 2 and f"in use by another aezoo process (pid {first.pid})" in second.stderr
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert (tmp_path / ".run.lock").exists()  # the killed run could not clean up, and blocks nobody:
+    r = run_cli("train", "ae", "--data", "digits?limit=256", "--epochs", "1", "--out", out, "--resume", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / ".run.lock").exists()
