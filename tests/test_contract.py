@@ -11,9 +11,10 @@ import torch
 
 import aezoo
 from aezoo.data import Dataset, Split
-from aezoo.errors import UserError
+from aezoo.errors import TrainingDiverged, UserError
 from aezoo.models.base import Autoencoder, Prior
 from aezoo.outputs import Batch
+from aezoo.train.trainer import StepRunner
 
 SLICE = Path(__file__).parent / "data" / "debian_slice.jsonl.gz"
 
@@ -190,6 +191,30 @@ def test_training_is_deterministic_and_resume_reproduces_it(case, datasets, tmp_
     c = weights(resumed)
     assert all(torch.equal(a[k], c[k]) for k in a), "resume differs from the uninterrupted run"
     assert any(not torch.equal(a[k], weights(make(case, data))[k]) for k in a), "training changed nothing"
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_a_non_finite_loss_in_any_optimizer_stops_the_run_and_resume_goes_on(case, datasets, tmp_path, monkeypatch):
+    """A NaN injected into the loss of each optimizer in turn, at step 3: the run stops naming it, the
+    checkpoint of step 2 stays, and resuming from it finishes the epoch."""
+    data = datasets[case[2]]
+    names = list(make(case, data).optimizers())
+    backward = StepRunner.backward
+    cfg = train_cfg(epochs=1, batch_size=32, checkpoint_every=2)
+    for target in names:
+        def poisoned(self, loss, *opts, retain_graph=False):
+            if self.step_index == 3 and target in (opts or names):
+                loss = loss * float("nan")
+            return backward(self, loss, *opts, retain_graph=retain_graph)
+
+        monkeypatch.setattr(StepRunner, "backward", poisoned)
+        run = tmp_path / target
+        with pytest.raises(TrainingDiverged, match=rf"loss became nan at step 3 \(optimizer .*{target}.*last good checkpoint"):
+            aezoo.Trainer(make(case, data), data, cfg, run).fit()
+        monkeypatch.setattr(StepRunner, "backward", backward)
+        res = aezoo.Trainer(make(case, data, seed=5), data, cfg, run).fit(resume=True)
+        assert res.step == len(data.train.x) // 32 and res.epoch == 1
+        assert all(torch.isfinite(v).all() for v in weights(aezoo.load(run)).values() if v.is_floating_point())
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
