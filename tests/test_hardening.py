@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from aezoo.errors import UserError
 from aezoo.io import one_writer
@@ -84,3 +86,38 @@ def test_a_running_training_holds_its_directory_until_it_is_killed(tmp_path):
     r = run_cli("train", "ae", "--data", "digits?limit=256", "--epochs", "1", "--out", out, "--resume", "--quiet")
     assert r.returncode == 0, r.stderr
     assert not (tmp_path / ".run.lock").exists()
+
+
+TRAIN = """
+import sys
+import aezoo
+data = aezoo.data.load("digits?limit=256")
+model = aezoo.create("ae", seed=0, input_shape=list(data.shape), widths=[8], latent_dim=2)
+cfg = aezoo.TrainConfig(epochs=10, batch_size=8, seed=1, threads=1, checkpoint_every=7, progress=False)
+aezoo.Trainer(model, data, cfg, sys.argv[1]).fit(resume=sys.argv[2] == "resume")
+"""
+
+
+def train_child(run: Path, mode: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", TRAIN, str(run), mode], stderr=subprocess.PIPE, text=True)
+
+
+def test_a_run_killed_at_a_random_step_and_resumed_ends_with_the_uninterrupted_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    full = train_child(tmp_path / "full", "new")
+    assert full.wait(timeout=300) == 0, full.stderr.read()
+    reference = load_file(tmp_path / "full" / "model.safetensors")
+    rng = random.Random(0)
+    for trial in range(2):
+        run = tmp_path / f"killed{trial}"
+        child = train_child(run, "new")
+        while not (run / "checkpoint.safetensors").exists() and child.poll() is None:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.6))  # somewhere in the 320 steps (about a second), checkpoints every 7
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        resumed = train_child(run, "resume")
+        assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+        weights = load_file(run / "model.safetensors")
+        assert all(torch.equal(weights[k], reference[k]) for k in reference), f"trial {trial}"
