@@ -121,3 +121,28 @@ def test_a_run_killed_at_a_random_step_and_resumed_ends_with_the_uninterrupted_w
         assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
         weights = load_file(run / "model.safetensors")
         assert all(torch.equal(weights[k], reference[k]) for k in reference), f"trial {trial}"
+
+
+def test_running_out_of_space_while_checkpointing_keeps_the_previous_checkpoint(tmp_path):
+    """A real write failure from the kernel: the resumed run may only write files smaller than half the
+    checkpoint (RLIMIT_FSIZE; Python ignores SIGXFSZ, so the write fails with EFBIG)."""
+    import resource
+
+    run = tmp_path / "run"
+    args = ["train", "ae", "--data", "digits?limit=256", "--out", run, "--quiet"]
+    assert run_cli(*args, "--epochs", "1", "--set", "widths=[64]").returncode == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    limit = len(before["checkpoint.safetensors"]) // 2
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    r = subprocess.run([sys.executable, "-m", "aezoo.cli", *map(str, args), "--epochs", "2", "--resume"],
+                       capture_output=True, text=True, preexec_fn=limited, timeout=300)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"aezoo: error: {run / 'checkpoint.safetensors'}: cannot write (file too large")
+    assert (run / "checkpoint.safetensors").read_bytes() == before["checkpoint.safetensors"]
+    assert (run / "model.safetensors").read_bytes() == before["model.safetensors"]
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert not (tmp_path / ".run.lock").exists()
+    assert run_cli(*args, "--epochs", "2", "--resume").returncode == 0  # with space again, it goes on
