@@ -298,7 +298,8 @@ class HashIndex:
         man = read_json(man_path)
         if not isinstance(man, dict) or man.get("format") != FORMAT:
             raise UserError(f"{man_path}: not an aezoo index manifest (format {FORMAT} expected)")
-        for name, digest in man.get("files", {}).items():
+        _check_manifest(man, man_path)
+        for name, digest in man["files"].items():  # names are the fixed ones: nothing outside d is read
             if not (d / name).is_file():
                 raise UserError(f"{d / name}: missing; the index is incomplete")
             if sha256(d / name) != digest:
@@ -321,6 +322,31 @@ class HashIndex:
                 (idx.continuous is not None and idx.continuous.shape != (n, idx.bits)):
             raise UserError(f"{directory}: the index files disagree with the manifest (bits, counts); rebuild it")
         return idx
+
+
+def _check_manifest(man: dict, where: Path) -> None:
+    """Types and names of every manifest field :meth:`HashIndex.load` uses (the manifest may come from anyone)."""
+    def is_int(v, low=0):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+    files = man.get("files")
+    problems = []
+    if not isinstance(files, dict) or not {"index.faiss", "codes.npy"} <= set(files) <= \
+            {"index.faiss", "codes.npy", "continuous.npy"} or not all(isinstance(v, str) for v in files.values()):
+        problems.append("files must map index.faiss, codes.npy (and continuous.npy) to their SHA-256")
+    if not is_int(man.get("bits")) or not isinstance(man.get("kind"), str):
+        problems.append("bits must be an integer and kind a string")
+    if not all(man.get(k) is None or is_int(man.get(k), 1) for k in ("nhash", "nlist")) or \
+            not is_int(man.get("nprobe", 8), 1) or not is_int(man.get("count")):
+        problems.append("nhash, nlist and nprobe must be positive integers (or absent), count an integer")
+    if not (man.get("model") is None or isinstance(man.get("model"), dict)):
+        problems.append("model must be an object")
+    ids, labels = man.get("ids"), man.get("labels")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or not isinstance(labels, list) or \
+            not all(label is None or isinstance(label, str) for label in labels):
+        problems.append("ids must be a list of strings and labels a list of strings or nulls")
+    if problems:
+        raise UserError(f"{where}: not a valid index manifest ({problems[0]}); rebuild the index")
 
 
 def sha256(path: Path) -> str:

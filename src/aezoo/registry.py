@@ -24,6 +24,8 @@ def register(name: str):
 
 def get(name: str) -> type:
     _import_models()
+    if not isinstance(name, str):
+        raise UserError(f"model name must be a string, got {name!r}")
     try:
         return _MODELS[name]
     except KeyError:

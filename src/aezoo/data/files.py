@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -81,12 +83,12 @@ def load_folder(path: str, size: tuple[int, int] | None = None, grey: bool | Non
 
 def _as_items(x: np.ndarray, where: str, kind: str | None) -> tuple[np.ndarray, str]:
     """Arrays to (N, C, H, W) images in [0, 1] or (N, D) vectors, by shape and dtype (or ``kind``)."""
-    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise UserError(f"{where}: array of {x.dtype} is not numeric")
+    if x.dtype == object or np.iscomplexobj(x) or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise UserError(f"{where}: array of {x.dtype} is not real numbers")
     if x.ndim < 2:
         raise UserError(f"{where}: expected an array of items (N, ...), got shape {x.shape}")
-    if len(x) == 0:
-        raise UserError(f"{where}: the array has no items")
+    if x.size == 0:
+        raise UserError(f"{where}: the array has no values (shape {x.shape})")
     check_finite(x, where)
     if kind is None:
         kind = "vector" if x.ndim == 2 else "image"
@@ -128,6 +130,9 @@ def load_npy(path: str, kind: str | None = None) -> Dataset:
         x = np.load(p, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise UserError(f"{path}: not a readable .npy file ({e})") from None
+    if not isinstance(x, np.ndarray):  # np.load opens a zip archive as an .npz, whatever the name
+        x.close()
+        raise UserError(f"{path}: an .npz archive, not an .npy array; use npz:{path}")
     x, kind = _as_items(x, path, kind)
     return make_dataset(f"npy:{path}", kind, x, None)
 
@@ -141,9 +146,12 @@ def load_npz(path: str, kind: str | None = None) -> Dataset:
     ``x_test``/``y_test`` when present give the test split."""
     p = _exists(path, "file")
     try:
-        with np.load(p, allow_pickle=False) as z:
+        z = np.load(p, allow_pickle=False)
+        if isinstance(z, np.ndarray):
+            raise ValueError("a single array, not an archive; use npy:PATH")
+        with z:
             arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, KeyError, NotImplementedError, zipfile.BadZipFile, zlib.error) as e:
         raise UserError(f"{path}: not a readable .npz file ({e})") from None
     xkey = next((k for k in _X_KEYS if k in arrays), None)
     if xkey is None:
