@@ -146,3 +146,39 @@ def test_running_out_of_space_while_checkpointing_keeps_the_previous_checkpoint(
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
     assert not (tmp_path / ".run.lock").exists()
     assert run_cli(*args, "--epochs", "2", "--resume").returncode == 0  # with space again, it goes on
+
+
+def test_crafted_folders_are_read_only_inside_themselves(tmp_path, monkeypatch):
+    """An index manifest that names files outside its folder is refused before any of them is read; a run
+    that names a prior elsewhere (an old aezoo's prior.json link) does not load it."""
+    import json
+
+    import numpy as np
+
+    import aezoo
+    from aezoo import hashing
+
+    idx = hashing.HashIndex(16)
+    idx.add(np.random.default_rng(0).integers(0, 2, (5, 16)), [f"i{i}" for i in range(5)], None)
+    idx.save(tmp_path / "index")
+    (tmp_path / "secret").write_text("not yours")
+    man = json.loads((tmp_path / "index" / "manifest.json").read_text())
+    man["files"]["../secret"] = "0" * 64
+    (tmp_path / "index" / "manifest.json").write_text(json.dumps(man))
+    opened = []
+    monkeypatch.setattr(hashing, "sha256", lambda p: opened.append(p) or "0" * 64)
+    with pytest.raises(UserError, match="not a valid index manifest"):
+        hashing.HashIndex.load(tmp_path / "index")
+    assert opened == []
+
+    data = aezoo.data.load("digits?limit=64")
+    vq = aezoo.create("vqvae", seed=0, input_shape=list(data.shape), hidden=8, num_codes=16, code_dim=4)
+    aezoo.save(vq, tmp_path / "vq")
+    prior = aezoo.create("pixelcnn", seed=0, input_shape=list(vq.config.grid), num_codes=16, channels=8, layers=2)
+    aezoo.save(prior, tmp_path / "elsewhere")
+    (tmp_path / "vq" / "prior.json").write_text(json.dumps({"prior_dir": str(tmp_path / "elsewhere")}))
+    assert aezoo.load(tmp_path / "vq").prior is None
+    from aezoo.models.base import copy_model
+
+    copy_model(tmp_path / "elsewhere", tmp_path / "vq" / "prior")  # what --prior-of does: a copy inside the run
+    assert aezoo.load(tmp_path / "vq").prior is not None

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -462,9 +463,7 @@ def test_cli_index_errors(text_index, tmp_path):
     one_line_error(run_cli("index", "search", index, "--text", "zzzz qqqq"), "none of the query's words")
     one_line_error(run_cli("index", "build", run, "--out", index), "exists")
     bad = tmp_path / "bad"
-    bad.mkdir()
-    for f in index.iterdir():
-        (bad / f.name).write_bytes(f.read_bytes())
+    shutil.copytree(index, bad)
     (bad / "codes.npy").write_bytes(b"garbage")
     one_line_error(run_cli("index", "search", bad, "--item", "x"), "corrupt")
 
@@ -483,9 +482,14 @@ def test_cli_image_index_search_by_image_file(tmp_path):
     res = json.loads(r.stdout)
     assert res["hamming"][0] == 0  # the query's code is train/7's, which is indexed
     one_line_error(run_cli("index", "search", index, "--text", "hello"), "--text needs")
-    # the model's weights changed after indexing: queries that need the model are refused
-    (run / "model.safetensors").write_bytes((run / "model.safetensors").read_bytes() + b" ")
-    one_line_error(run_cli("index", "search", index, "--image", tmp_path / "q.png"), "has changed")
+    # the index holds a copy of its model: it answers after the run is gone...
+    shutil.rmtree(run)
+    r = run_cli("index", "search", index, "--image", tmp_path / "q.png", "-k", "3", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["hamming"][0] == 0, r.stderr
+    # ...and refuses a copy whose weights were changed after indexing
+    copy = index / "model" / "model.safetensors"
+    copy.write_bytes(copy.read_bytes() + b" ")
+    one_line_error(run_cli("index", "search", index, "--image", tmp_path / "q.png"), "not the ones the index")
 
 
 # --- retrieval metrics --------------------------------------------------------------------------------

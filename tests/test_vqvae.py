@@ -1,6 +1,7 @@
 """VQ-VAE: the quantiser against hand computations, the PixelCNN's causality, and the pair through the CLI."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -199,6 +200,7 @@ def test_cli_vqvae_then_prior_then_sample(tmp_path):
     assert pm["prior_bits_per_code"] > 0
     refreshed = json.loads((vq / "eval.json").read_text())
     assert refreshed["prior_bits_per_code"] == pytest.approx(pm["prior_bits_per_code"], rel=1e-4)
+    shutil.rmtree(prior)  # the run keeps a copy of its prior (vq/prior/) and needs nothing outside itself
     r = run_cli("sample", vq, "-n", "9", "--out", tmp_path / "s.png", "--temperature", "0.8")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "s.png").is_file()

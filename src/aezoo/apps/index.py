@@ -11,8 +11,10 @@ import torch
 from ..errors import UserError
 from ..hashing import HashIndex, sha256
 from ..io import atomic_dir, check_output_dir, one_writer
-from ..models.base import Autoencoder, load_model
+from ..models.base import Autoencoder, copy_model, load_model
 from ..models.run import open_run
+
+MODEL_DIR = "model"  # in an index folder: a copy of the model that built it
 
 
 def encode_codes(model, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,9 +64,11 @@ def build_index(run_dir: str, data_spec: str | None, out: str, split: str = "tra
             labels = None if part.y is None else [dataset.classes[i] if dataset.classes else str(i) for i in part.y.tolist()]
             ids = part.item_ids(name)
             index.add(b, ids, labels, c if rerank else None)
-        # written beside the target, then renamed: a crash never leaves a half-written index in --out
+        # written beside the target, then renamed: a crash never leaves a half-written index in --out; the
+        # index keeps a copy of its model, so that it reads nothing outside itself
         with atomic_dir(out_dir) as tmp:
             index.save(tmp)
+            copy_model(run_dir, tmp / MODEL_DIR)
         return index
 
 
@@ -79,7 +83,7 @@ def search_index(index_dir: str, *, item: str | None = None, image: str | None =
         if rerank and cont is None:
             raise UserError("this index keeps no continuous codes; rebuild it with --rerank")
     else:
-        model = index_model(index)
+        model = index_model(index, index_dir)
         x = query_item(model, image=image, text=text)
         b, c = encode_codes(model, x)
         bits, cont = b.numpy(), c.numpy()
@@ -89,17 +93,17 @@ def search_index(index_dir: str, *, item: str | None = None, image: str | None =
     return index.search(bits, k, rerank=cq)[0]
 
 
-def index_model(index: HashIndex):
-    """The model that built ``index``, after checking its weights are the same ones."""
-    ref = index.model or {}
-    run_dir = ref.get("run_dir")
-    if not run_dir or not (Path(run_dir) / "model.safetensors").is_file():
-        raise UserError(f"the index's model ({run_dir}) is not there any more; only --item queries work")
-    if sha256(Path(run_dir) / "model.safetensors") != ref.get("weights_sha256"):
-        raise UserError(f"the model in {run_dir} has changed since the index was built; rebuild the index")
-    model = load_model(run_dir)
-    if model.config.bits != index.bits:
-        raise UserError(f"the model gives {model.config.bits}-bit codes, the index holds {index.bits}-bit codes")
+def index_model(index: HashIndex, index_dir: str | Path):
+    """The copy of the model that built ``index``, kept in the index folder, after checking its weights."""
+    d = Path(index_dir) / MODEL_DIR
+    if not (d / "model.safetensors").is_file():
+        raise UserError(f"{index_dir}: holds no copy of its model (an index of an earlier aezoo); rebuild it to "
+                        "query by image or text (--item queries work)")
+    if sha256(d / "model.safetensors") != (index.model or {}).get("weights_sha256"):
+        raise UserError(f"{d}: the model's weights are not the ones the index was built with; rebuild the index")
+    model = load_model(d)
+    if not _has_binary_codes(model) or model.config.bits != index.bits:
+        raise UserError(f"{d}: not the {index.bits}-bit hash model of this index; rebuild the index")
     return model
 
 

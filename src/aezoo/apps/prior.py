@@ -1,7 +1,7 @@
 """A learned prior for a trained VQ-VAE: ``aezoo train pixelcnn --prior-of RUN_DIR --out PRIOR_DIR``.
 
 The VQ-VAE is frozen; its code grids of the data's splits become the prior's dataset. When the prior is
-trained, ``RUN_DIR/prior.json`` is written to link the pair: loading RUN_DIR then attaches the prior, so
+trained, a copy of it goes into ``RUN_DIR/prior/``: loading RUN_DIR then attaches the prior, so
 ``aezoo sample RUN_DIR`` draws from it, and RUN_DIR's evaluation and report are refreshed with sample
 quality and the prior's NLL.
 """
@@ -12,10 +12,9 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
-from ..io import write_json
-from ..models.base import load_model
+from ..models.base import copy_model, load_model
 from ..models.codes import open_codes
-from ..models.vqvae import PRIOR_LINK
+from ..models.vqvae import PRIOR_DIR
 from .runs import finish_run, train_run
 
 
@@ -34,8 +33,9 @@ def train_prior(run_dir: str, out: str, *, prior: str = "pixelcnn", data_spec: s
     metrics = train_run(prior, codes.spec, out, preset=preset, model_overrides=[] if resume else sets,
                         train_overrides=train_overrides, train_sets=train_sets, resume=resume, overwrite=overwrite,
                         progress=progress, dataset=codes, eval_options=eval_options)
-    # link the pair (atomically), then refresh the VQ-VAE run's evaluation and report with the prior
-    write_json(Path(run_dir) / PRIOR_LINK, {"prior_dir": str(Path(out).resolve())})
+    # a copy of the prior goes into the run (atomically), which then holds everything it needs; then the
+    # VQ-VAE run's evaluation and report are refreshed with the prior
+    copy_model(out, Path(run_dir) / PRIOR_DIR)
     vq = load_model(run_dir)
     finish_run(vq, images, Path(run_dir), eval_options, progress)
     return metrics

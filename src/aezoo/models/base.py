@@ -209,6 +209,18 @@ def save_model(model: Model, directory: str | Path, extra: dict | None = None) -
     write_json(directory / "config.json", meta)
 
 
+def copy_model(run_dir: str | Path, dest: str | Path) -> None:
+    """Copy a saved model (``config.json``, ``model.safetensors``) into the folder ``dest``, atomically, so
+    that a run or an index that needs it holds it (and reads nothing outside itself)."""
+    import shutil
+
+    from ..io import atomic_dir
+
+    with atomic_dir(dest) as tmp:
+        for name in ("config.json", "model.safetensors"):
+            shutil.copyfile(Path(run_dir) / name, tmp / name)
+
+
 def check_format(found, path, what: str = "model", current: str = MODEL_FORMAT) -> None:
     """Refuse a file written in another format version, saying so."""
     family = current.rsplit("/", 1)[0]
@@ -264,4 +276,4 @@ def load_state(model: nn.Module, state: dict, where) -> None:
 
 
 __all__ = ["ModelConfig", "Model", "Autoencoder", "Prior", "Optim", "StepContext", "save_model", "load_model",
-           "make_config", "check_format"]
+           "copy_model", "make_config", "check_format"]

@@ -34,7 +34,7 @@ from ..outputs import Batch, Encoded, LossOutput
 from ..registry import register
 from .base import Autoencoder, ModelConfig
 
-PRIOR_LINK = "prior.json"  # in a VQ-VAE run: where its PixelCNN prior lives
+PRIOR_DIR = "prior"  # in a VQ-VAE run: a copy of its PixelCNN prior (config.json, model.safetensors)
 
 
 @dataclass
@@ -140,18 +140,12 @@ class VQVAE(Autoencoder):
         self._prior = [(pixelcnn.to(self.device).eval(), prior_dir)]
 
     def attach(self, directory: Path) -> None:
-        from ..io import read_json
+        """The prior copied into the run's own ``prior/`` folder, if any (nothing outside the run is read)."""
         from .base import load_model
 
-        link = Path(directory) / PRIOR_LINK
-        if not link.is_file():
-            return
-        target = Path(read_json(link, "prior link (prior.json)").get("prior_dir", ""))
-        if not target.is_absolute():
-            target = Path(directory) / target
-        if not (target / "model.safetensors").is_file():
-            raise UserError(f"{link}: the prior it names ({target}) is missing; retrain it or delete {link}")
-        self.set_prior(load_model(target), str(target))
+        target = Path(directory) / PRIOR_DIR
+        if (target / "model.safetensors").is_file():
+            self.set_prior(load_model(target), str(target))
 
     def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
         if self.prior is None:
