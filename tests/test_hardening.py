@@ -182,3 +182,25 @@ def test_crafted_folders_are_read_only_inside_themselves(tmp_path, monkeypatch):
 
     copy_model(tmp_path / "elsewhere", tmp_path / "vq" / "prior")  # what --prior-of does: a copy inside the run
     assert aezoo.load(tmp_path / "vq").prior is not None
+
+
+def test_an_index_build_killed_midway_leaves_nothing_that_loads_and_the_next_build_succeeds(tmp_path):
+    run, out = tmp_path / "run", tmp_path / "ix"
+    r = run_cli("train", "hash", "--data", "digits?limit=256", "--out", run, "--epochs", "1", "--set", "bits=8",
+                "--set", "widths=[16]", "--quiet")
+    assert r.returncode == 0, r.stderr
+    args = ["index", "build", run, "--out", out, "--quiet"]
+    child = subprocess.Popen([sys.executable, "-m", "aezoo.cli", *map(str, args)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".ix.*.tmp")) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    child.send_signal(signal.SIGKILL)  # while it writes its temporary folder (or just after)
+    child.wait()
+    if not out.exists():  # killed in time: what it left is never taken for an index
+        with pytest.raises(UserError, match="not an aezoo index"):
+            from aezoo.hashing import HashIndex
+
+            HashIndex.load(out)
+    r = run_cli(*args, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert not list(tmp_path.glob(".ix.*")), "a killed build's leftovers or the lock remain"

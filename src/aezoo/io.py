@@ -10,6 +10,7 @@ needed or the reverse, no permission, no space, a parent that is a file) is a :c
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
 import shutil
@@ -143,7 +144,8 @@ def one_writer(path: str | os.PathLike) -> Iterator[None]:
     aezoo process that asks for it meanwhile gets a :class:`UserError` naming the holder's process id.
     The lock is a kernel lock (``flock``) on the hidden file ``.NAME.lock`` beside ``path``, so a holder
     that dies, even by SIGKILL, releases it, and its left-over file blocks nobody; a clean exit removes
-    the file. Where ``fcntl`` is missing (Windows), there is no lock."""
+    the file. The temporary folders of a killed holder's :func:`atomic_dir` write are removed on taking
+    the lock. Where ``fcntl`` is missing (Windows), there is no lock."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not on POSIX
@@ -179,6 +181,9 @@ def one_writer(path: str | os.PathLike) -> Iterator[None]:
     try:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
+        # what a killed holder left of an atomic_dir(path) write (only holders write those): remove it
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
         yield
     finally:
         try:
