@@ -204,3 +204,21 @@ def test_an_index_build_killed_midway_leaves_nothing_that_loads_and_the_next_bui
     r = run_cli(*args, "--overwrite")
     assert r.returncode == 0, r.stderr
     assert not list(tmp_path.glob(".ix.*")), "a killed build's leftovers or the lock remain"
+
+
+def test_running_out_of_space_during_an_index_build_leaves_no_index_and_no_debris(tmp_path):
+    import resource
+
+    run, out = tmp_path / "run", tmp_path / "ix"
+    r = run_cli("train", "hash", "--data", "digits?limit=256", "--out", run, "--epochs", "1", "--set", "bits=8",
+                "--set", "widths=[256]", "--quiet")
+    assert r.returncode == 0, r.stderr
+    limit = (run / "model.safetensors").stat().st_size // 2  # the index's copy of the model cannot be written
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    r = subprocess.run([sys.executable, "-m", "aezoo.cli", "index", "build", str(run), "--out", str(out), "--quiet"],
+                       capture_output=True, text=True, preexec_fn=limited, timeout=300)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "cannot write (file too large" in r.stderr, r.stderr
+    assert not out.exists() and not list(tmp_path.glob(".ix*"))
