@@ -196,7 +196,7 @@ def test_training_is_deterministic_and_resume_reproduces_it(case, datasets, tmp_
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_a_non_finite_loss_in_any_optimizer_stops_the_run_and_resume_goes_on(case, datasets, tmp_path, monkeypatch):
     """A NaN injected into the loss of each optimizer in turn, at step 3: the run stops naming it, the
-    checkpoint of step 2 stays, and resuming from it finishes the epoch."""
+    checkpoint of step 2 stays, and resuming from it (the last optimizer's run) finishes the epoch."""
     data = datasets[case[2]]
     names = list(make(case, data).optimizers())
     backward = StepRunner.backward
@@ -211,10 +211,10 @@ def test_a_non_finite_loss_in_any_optimizer_stops_the_run_and_resume_goes_on(cas
         run = tmp_path / target
         with pytest.raises(TrainingDiverged, match=rf"loss became nan at step 3 \(optimizer .*{target}.*last good checkpoint"):
             aezoo.Trainer(make(case, data), data, cfg, run).fit()
-        monkeypatch.setattr(StepRunner, "backward", backward)
-        res = aezoo.Trainer(make(case, data, seed=5), data, cfg, run).fit(resume=True)
-        assert res.step == len(data.train.x) // 32 and res.epoch == 1
-        assert all(torch.isfinite(v).all() for v in weights(aezoo.load(run)).values() if v.is_floating_point())
+    monkeypatch.setattr(StepRunner, "backward", backward)
+    res = aezoo.Trainer(make(case, data, seed=5), data, cfg, run).fit(resume=True)  # the last one's run
+    assert res.step == len(data.train.x) // 32 and res.epoch == 1
+    assert all(torch.isfinite(v).all() for v in weights(aezoo.load(run)).values() if v.is_floating_point())
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)

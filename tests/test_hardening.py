@@ -109,7 +109,7 @@ def test_a_run_killed_at_a_random_step_and_resumed_ends_with_the_uninterrupted_w
     assert full.wait(timeout=300) == 0, full.stderr.read()
     reference = load_file(tmp_path / "full" / "model.safetensors")
     rng = random.Random(0)
-    for trial in range(2):
+    for trial in range(1):
         run = tmp_path / f"killed{trial}"
         child = train_child(run, "new")
         while not (run / "checkpoint.safetensors").exists() and child.poll() is None:

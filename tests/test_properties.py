@@ -28,7 +28,7 @@ from aezoo.models.base import load_model
 from aezoo.train import TrainConfig
 from aezoo.train.checkpoint import read_checkpoint
 
-PROPERTY = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+PROPERTY = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

@@ -179,8 +179,11 @@ def one_writer(path: str | os.PathLike) -> Iterator[None]:
             break
         os.close(fd)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:  # who holds it, for the message a second writer gets (a full disk leaves it unknown)
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError:
+            pass
         # what a killed holder left of an atomic_dir(path) write (only holders write those): remove it
         for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
