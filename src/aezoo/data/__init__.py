@@ -192,7 +192,11 @@ def _lines(s: Spec, data_dir, progress, vocabulary) -> Dataset:
     from .synthetic import load_lines
 
     o = s.options
-    return load_lines(_int(o, "n", 50000, 2), _int(o, "test", 5000), _int(o, "size", 32, 4), _int(o, "seed", 0, 0))
+    n, test, size = _int(o, "n", 50000, 2), _int(o, "test", 5000), _int(o, "size", 32, 4)
+    if (n + test) * size * size > 2**31:  # 8 GB of float32 pixels: a typo, not a dataset
+        raise UserError(f"lines with n={n}, test={test} and size={size} would need {(n + test) * size * size * 4 / 2**30:.0f} "
+                        "GB; use fewer or smaller images")
+    return load_lines(n, test, size, _int(o, "seed", 0, 0))
 
 
 def _folder(s: Spec, data_dir, progress, vocabulary) -> Dataset:
