@@ -25,10 +25,11 @@ from .errors import UserError
 def cannot_write(path, error: OSError | str) -> UserError:
     """The user error for an output path that cannot be created or written."""
     if isinstance(error, OSError):
-        reason = {errno.ENOTDIR: "a parent of it is a file, not a folder",
-                  errno.EISDIR: "it is a folder", errno.ENOSPC: "no space left on the device",
-                  errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
-                  errno.EFBIG: "file too large for the file system or this process's file size limit"}.get(error.errno, error.strerror or str(error))
+        known = {errno.ENOTDIR: "a parent of it is a file, not a folder",
+                 errno.EISDIR: "it is a folder", errno.ENOSPC: "no space left on the device",
+                 errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+                 errno.EFBIG: "file too large for the file system or this process's file size limit"}
+        reason = known.get(error.errno, error.strerror or str(error))
     else:
         reason = error
     return UserError(f"{path}: cannot write ({reason})")

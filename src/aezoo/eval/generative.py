@@ -57,7 +57,6 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> dict
     return {"precision": float(precision), "recall": float(recall)}
 
 
-
 @torch.no_grad()
 def path_length(decode, features, a: torch.Tensor, b: torch.Tensor, *, spherical: bool = False, to_code=None,
                 eps: float = 1e-4, seed: int = 0, batch_size: int = 500) -> dict:

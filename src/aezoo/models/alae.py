@@ -1,35 +1,20 @@
 """ALAE: an autoencoder whose latent space is learned adversarially.
 
-Pidhorskyi, Adjeroh & Doretto, "Adversarial latent autoencoders", CVPR 2020 (arXiv:2004.04467). Four
-networks: a mapping F (z ~ N(0, I) -> w), a generator G (w -> x), an encoder E (x -> w) and a
-discriminator D that judges codes, not items: D(E(x)). Each batch makes the three updates of Algorithm 1,
-on two optimizers ("encoder": E and D; "generator": F and G), each with a fresh z:
+Pidhorskyi, Adjeroh & Doretto, "Adversarial latent autoencoders", CVPR 2020 (arXiv:2004.04467). A mapping
+F (z -> w), a generator G (w -> x), an encoder E (x -> w) and a discriminator D on codes, D(E(x)). Each
+batch makes Algorithm 1's three updates on two Adam optimizers (beta1 0, beta2 0.99, lr 0.002,
+equalised learning rate; F and D ``mapping_lr_mul`` slower), each with a fresh z:
 
-1. E and D: softplus(D(E(G(F(z))))) + softplus(-D(E(x))) + gamma / 2 ||grad_x D(E(x))||^2 (R1 on real items);
-2. F and G: softplus(-D(E(G(F(z))))), the non-saturating generator loss;
-3. E and G: the latent reconstruction ||w - E(G(w))||^2 with w = F(z) held fixed.
+1. E and D: softplus(D(E(G(F(z))))) + softplus(-D(E(x))) + gamma / 2 ||grad_x D(E(x))||^2 (R1);
+2. F and G: softplus(-D(E(G(F(z))))), non-saturating;
+3. E and G: ||w - E(G(w))||^2 with w = F(z) held fixed (no pixel-space loss).
 
-There is no loss in pixel space: reconstruction G(E(x)) is good because E and G agree on w. Adam with
-beta1 = 0, beta2 = 0.99, lr 0.002 and the equalised learning rate; F and D learn ``mapping_lr_mul`` times
-slower. Encoding, decoding and sampling use an exponential moving average of F, G and E (half-life
-``ema_half_life`` items), as the authors' code does; D stays live.
-
-Two architectures. ``arch="mlp"``, the paper's MNIST model and the CPU default (preset
-``pidhorskyi2020-mnist``): E and G 784-1024-1024-50 with leaky ReLU (G's output linear), F six 50-wide
-layers after pixel norm, D three layers; z and w have 50 dimensions. ``arch="style"``, StyleALAE at
-4 * 2^(len(channels) - 1) pixels (32 for 28x28 items, padded): G starts from a learned 4x4 constant and
-has two style layers per resolution (noise, instance norm, AdaIN from w; style mixing with probability
-``style_mixing`` in updates 1 and 2), E reads w back as the sum of affine maps of its activations'
-instance-norm statistics. Preset ``pidhorskyi2020-mnist-style`` is the authors' MNIST StyleALAE (latent 32,
-channels 256-256-128-64, four mapping layers, lr 0.0015); the CPU default's channels are a quarter to an
-eighth of those, about 18x cheaper per step (BENCHMARKS.md).
-
-Facts from the authors' code (podgorskiy/ALAE, Apache-2.0; read, not copied): F and D use lr multiplier 0.1
-(StyleGAN's mapping uses 0.01), the output of E and of F passes a leaky ReLU, R1 every step. Differences:
-D has leaky ReLUs between its layers (the authors' MNIST D has none, which makes it affine in w); in
-update 3 w = F(z) is a constant, as in the paper's Algorithm 1 (the code also lets gradients reach F there);
-no progressive growing and no blur (our images are 32x32 at most); no truncation trick. Items in [0, 1]
-are mapped to [-1, 1] inside.
+Encoding, decoding and sampling use a moving average of F, G and E. ``arch="mlp"`` is the paper's MNIST
+model (preset ``pidhorskyi2020-mnist``, also the CPU default); ``arch="style"`` is StyleALAE at 32x32
+(preset ``pidhorskyi2020-mnist-style``, the authors' MNIST network; the CPU default has fewer channels
+for speed). Differences from podgorskiy/ALAE (Apache-2.0, read for facts): D has leaky ReLUs between its
+layers, F gets no gradient in update 3 (as the paper's algorithm), no progressive growing, blur or
+truncation. Pixels are mapped to [-1, 1] inside.
 """
 
 from __future__ import annotations
@@ -246,7 +231,7 @@ class ALAE(Autoencoder):
 
     def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
         z = temperature * torch.randn(n, self.config.latent_dim, device=self.device)
-        return self.decode(self.ema["mapping"](z))
+        return self.decode(self.mapped(z))
 
     def mapped(self, z: torch.Tensor) -> torch.Tensor:
         """w = F(z) through the moving-average mapping: interpolating in z goes through here."""
@@ -296,6 +281,4 @@ class ALAE(Autoencoder):
         for name in ("mapping", "generator", "encoder"):
             live = getattr(self, name)
             for avg, p in zip(self.ema[name].parameters(), live.parameters()):
-                avg.lerp_(p, 1 - beta)
-            for avg, buf in zip(self.ema[name].buffers(), live.buffers()):
-                avg.copy_(buf)
+                avg.lerp_(p, 1 - beta)  # the buffers (fixed noise maps) never change

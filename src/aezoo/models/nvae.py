@@ -32,7 +32,6 @@ penalty, and a clamp of every log-variance (:class:`~aezoo.nn.distributions.Diag
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
