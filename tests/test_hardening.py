@@ -222,3 +222,58 @@ def test_running_out_of_space_during_an_index_build_leaves_no_index_and_no_debri
                        capture_output=True, text=True, preexec_fn=limited, timeout=300)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "cannot write (file too large" in r.stderr, r.stderr
     assert not out.exists() and not list(tmp_path.glob(".ix*"))
+
+
+READ_ONLY = 'mount --bind -o ro "$0" "$0" && exec "$@"'
+
+
+def read_only(folder: Path, *args) -> subprocess.CompletedProcess:
+    """Run the CLI with ``folder`` read-only: a read-only bind mount in a private mount namespace for root
+    (whom permissions do not stop), permissions otherwise."""
+    cmd = [sys.executable, "-m", "aezoo.cli", *map(str, args)]
+    if os.geteuid() != 0:
+        mode = folder.stat().st_mode
+        folder.chmod(0o555)
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        finally:
+            folder.chmod(mode)
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", READ_ONLY, str(folder),
+                            "true"], capture_output=True)
+    if probe.returncode:
+        pytest.skip(f"no private read-only mount here: {probe.stderr.decode().strip()}")
+    return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", READ_ONLY, str(folder), *cmd],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_read_only_folders_and_a_full_disk_during_a_report_are_one_line_and_leave_the_run_as_it_was(tmp_path):
+    import resource
+
+    run = tmp_path / "run"
+    args = ["train", "hash", "--data", "digits?limit=256", "--out", run, "--quiet"]
+    assert run_cli(*args, "--epochs", "1", "--set", "bits=8", "--set", "widths=[16]").returncode == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+
+    def one_line(r, what: str) -> None:
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith("aezoo: error: ") and "cannot write" in r.stderr and what in r.stderr, r.stderr
+
+    # a read-only mount says so; a folder without permission (not root) says that
+    why = "read-only file system" if os.geteuid() == 0 else "no permission to write"
+    one_line(read_only(run, *args, "--epochs", "2", "--resume"), f"{run}: cannot write ({why}")  # a checkpoint
+    one_line(read_only(run, "report", run, "--quiet"), f"{run / 'report.html'}: cannot write")
+    ro_parent = tmp_path / "shelf"
+    ro_parent.mkdir()
+    one_line(read_only(ro_parent, "index", "build", run, "--out", ro_parent / "ix", "--quiet"),
+             f"{ro_parent / 'ix'}: cannot write ({why}")
+    assert not list(ro_parent.iterdir())
+
+    def limited():  # a full disk while the report is written: room for less than a figure
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    r = subprocess.run([sys.executable, "-m", "aezoo.cli", "report", str(run), "--quiet"], capture_output=True,
+                       text=True, preexec_fn=limited, timeout=300)
+    one_line(r, "file too large")
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing new, nothing changed
+    assert not list(tmp_path.glob(".run*"))
+    assert run_cli(*args, "--epochs", "2", "--resume").returncode == 0  # writable again, it goes on

@@ -75,6 +75,8 @@ def _check_ancestor(target: Path, folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise cannot_write(target, f"{folder} is a file, not a folder")
     if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            raise cannot_write(target, f"read-only file system at {folder}")
         raise cannot_write(target, f"no permission to write in {folder}")
 
 
