@@ -25,6 +25,9 @@ class Grads:
     def step(self, *names):
         pass
 
+    def mean(self, value):
+        return value
+
 
 def same(a, b):
     return all((x is None and y is None) or torch.allclose(x, y, atol=1e-6) for x, y in zip(a, b))

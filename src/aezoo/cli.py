@@ -230,6 +230,8 @@ def cmd_train(a) -> int:
         metrics = train_run(a.model, a.data, a.out, preset=a.preset, model_overrides=model_sets,
                             train_overrides=overrides, train_sets=train_sets, resume=a.resume, overwrite=a.overwrite,
                             data_dir=a.data_dir, progress=not a.quiet)
+    if metrics is None:  # a rank other than 0 of a distributed run: rank 0 reports
+        return 0
     print(json.dumps(metrics))
     print(f"aezoo: run written to {a.out}", file=sys.stderr)
     return 0
@@ -400,6 +402,11 @@ def cmd_report(a) -> int:
 
 def cmd_demo(a) -> int:
     from .apps.demo import run_demo
+    from .errors import UserError
+    from .train.distributed import requested
+
+    if requested():
+        raise UserError("the demo runs in one process; start 'aezoo train' with torchrun instead")
 
     path = run_demo(a.out, a.minutes, a.data, a.data_dir, not a.quiet)
     print(f"aezoo: demo report written to {path}", file=sys.stderr)
@@ -517,6 +524,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         if args.debug:
             raise
+        from .train.distributed import RankZeroRefused
+
+        if isinstance(e, RankZeroRefused):  # rank 0 of a distributed run has said it
+            return 2
         message = " ".join(str(e).split())
         sys.stderr.write(f"aezoo: error: {message}\n")
         return 2

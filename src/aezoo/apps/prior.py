@@ -33,6 +33,8 @@ def train_prior(run_dir: str, out: str, *, prior: str = "pixelcnn", data_spec: s
     metrics = train_run(prior, codes.spec, out, preset=preset, model_overrides=[] if resume else sets,
                         train_overrides=train_overrides, train_sets=train_sets, resume=resume, overwrite=overwrite,
                         progress=progress, dataset=codes, eval_options=eval_options)
+    if metrics is None:  # a rank other than 0 of a distributed run: rank 0 finishes
+        return None
     # a copy of the prior goes into the run (atomically), which then holds everything it needs; then the
     # VQ-VAE run's evaluation and report are refreshed with the prior
     copy_model(out, Path(run_dir) / PRIOR_DIR)

@@ -7,6 +7,7 @@ A run directory holds ``run.json`` (model name and config, training config, data
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -23,7 +24,7 @@ from ..models.run import check_compatible
 from ..rng import seeded
 from ..registry import get as get_model_class
 from ..report import reconstruction_grid
-from ..train import TrainConfig, Trainer
+from ..train import TrainConfig, Trainer, distributed
 
 
 def build(model_name: str, dataset: data_mod.Dataset, preset: str | None, model_overrides: list[str],
@@ -40,53 +41,86 @@ def build(model_name: str, dataset: data_mod.Dataset, preset: str | None, model_
 def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset: str | None = None,
               model_overrides: list[str] = (), train_overrides: dict | None = None, train_sets: list[str] = (),
               resume: bool = False, overwrite: bool = False, data_dir: str | None = None,
-              progress: bool = True, dataset: data_mod.Dataset | None = None, eval_options: dict | None = None) -> dict:
+              progress: bool = True, dataset: data_mod.Dataset | None = None,
+              eval_options: dict | None = None) -> dict | None:
     """Validate everything, then train and finish the run. Returns the test metrics (``eval_options``:
-    keyword arguments of :func:`evaluate`, e.g. smaller samples for a quick showcase)."""
+    keyword arguments of :func:`evaluate`, e.g. smaller samples for a quick showcase).
+
+    Under torchrun every rank calls this: rank 0 alone checks and locks the folder, writes and evaluates;
+    its refusal is every rank's (the others exit quietly with it). The other ranks return None."""
     out_dir = Path(out)
-    check_output_dir(out_dir)
-    with one_writer(out_dir):  # one process per run directory
-        if resume:
-            meta = read_json(out_dir / "run.json", "run (run.json); nothing to resume")
-            if model_name and model_name != meta["model"]:
-                raise UserError(f"{out}: the run trains {meta['model']!r}, not {model_name!r}")
-            if model_overrides or preset:
-                raise UserError("a resumed run keeps its model config; drop --set/--preset for the model")
-            data_spec = data_spec or meta["data"]
-            if data_spec != meta["data"]:
-                raise UserError(f"{out}: the run was trained on {meta['data']!r}, not {data_spec!r}")
-            cfg = from_dict(TrainConfig, meta["train"], "train config")
-            # A resumed run may extend its budget: epochs and max_minutes can change, nothing else.
-            allowed = {"epochs", "max_minutes", "progress"}
-            cfg = _apply_train(cfg, {k: v for k, v in (train_overrides or {}).items() if k in allowed}, train_sets)
-            dataset = dataset or data_mod.load(data_spec, data_dir, progress)
-            cls = get_model_class(meta["model"])
-            model = cls(from_dict(cls.Config, meta["model_config"], f"{meta['model']} config"))
-        else:
-            if out_dir.exists() and any(out_dir.iterdir()):
-                if not overwrite:
-                    raise UserError(f"{out}: exists and is not empty; add --resume to continue that run, "
-                                    "--overwrite to replace it, or choose a new --out")
-                if not (out_dir / "run.json").is_file():
-                    raise UserError(f"{out}: not an aezoo run directory; --overwrite only replaces runs")
-            if not data_spec:
-                raise UserError("--data is required")
-            # the model family's training settings (its paper's schedule), then the user's
-            defaults = dict(getattr(get_model_class(model_name), "TRAIN_DEFAULTS", {}))
-            cfg = _apply_train(TrainConfig(), {**defaults, **{k: v for k, v in (train_overrides or {}).items()
-                                                              if v is not None}}, train_sets)
-            dataset = dataset or data_mod.load(data_spec, data_dir, progress)
-            model = build(model_name, dataset, preset, list(model_overrides), cfg.seed)
-            if overwrite and out_dir.exists():
-                try:
-                    shutil.rmtree(out_dir)  # only now: every check above has passed
-                except OSError as e:
-                    raise cannot_write(out_dir, e) from None
-        cfg.progress = progress and cfg.progress
-        trainer = Trainer(model, dataset, cfg, out_dir,
-                          extra_meta={"model_config": to_dict(model.config), "preset": preset})
-        trainer.fit(resume=resume)
-        return finish_run(model, dataset, out_dir, eval_options, cfg.progress)
+    group = distributed.join()
+    main = group is None or group.main
+    try:
+        with contextlib.ExitStack() as stack:
+            problem = None
+            try:
+                if main:
+                    check_output_dir(out_dir)
+                    stack.enter_context(one_writer(out_dir))  # one process per run directory
+                cfg, model, dataset = _prepare(model_name, data_spec, out_dir, preset, model_overrides, train_overrides,
+                                               train_sets, resume, overwrite, data_dir, progress, dataset, owner=main)
+            except UserError as e:
+                if group is None:
+                    raise
+                problem = e
+            if group is not None:
+                verdict = group.share_text(str(problem) if problem is not None and main else None)
+                if problem is not None:
+                    raise problem
+                if verdict is not None:
+                    raise distributed.RankZeroRefused(verdict)
+            cfg.progress = progress and cfg.progress
+            trainer = Trainer(model, dataset, cfg, out_dir,
+                              extra_meta={"model_config": to_dict(model.config), "preset": preset})
+            trainer.fit(resume=resume)
+            return finish_run(model, dataset, out_dir, eval_options, cfg.progress) if main else None
+    finally:
+        distributed.leave()
+
+
+def _prepare(model_name, data_spec, out_dir: Path, preset, model_overrides, train_overrides, train_sets, resume: bool,
+             overwrite: bool, data_dir, progress: bool, dataset, owner: bool = True):
+    """The training config, model and data of a new or resumed run. The ``owner`` (rank 0) checks the
+    folder and, with ``overwrite``, clears it."""
+    out = str(out_dir)
+    if resume:
+        meta = read_json(out_dir / "run.json", "run (run.json); nothing to resume")
+        if model_name and model_name != meta["model"]:
+            raise UserError(f"{out}: the run trains {meta['model']!r}, not {model_name!r}")
+        if model_overrides or preset:
+            raise UserError("a resumed run keeps its model config; drop --set/--preset for the model")
+        data_spec = data_spec or meta["data"]
+        if data_spec != meta["data"]:
+            raise UserError(f"{out}: the run was trained on {meta['data']!r}, not {data_spec!r}")
+        cfg = from_dict(TrainConfig, meta["train"], "train config")
+        # A resumed run may extend its budget: epochs and max_minutes can change, nothing else.
+        allowed = {"epochs", "max_minutes", "progress"}
+        cfg = _apply_train(cfg, {k: v for k, v in (train_overrides or {}).items() if k in allowed}, train_sets)
+        dataset = dataset or data_mod.load(data_spec, data_dir, progress)
+        cls = get_model_class(meta["model"])
+        model = cls(from_dict(cls.Config, meta["model_config"], f"{meta['model']} config"))
+        return cfg, model, dataset
+    if owner and out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise UserError(f"{out}: exists and is not empty; add --resume to continue that run, "
+                            "--overwrite to replace it, or choose a new --out")
+        if not (out_dir / "run.json").is_file():
+            raise UserError(f"{out}: not an aezoo run directory; --overwrite only replaces runs")
+    if not data_spec:
+        raise UserError("--data is required")
+    # the model family's training settings (its paper's schedule), then the user's
+    defaults = dict(getattr(get_model_class(model_name), "TRAIN_DEFAULTS", {}))
+    cfg = _apply_train(TrainConfig(), {**defaults, **{k: v for k, v in (train_overrides or {}).items()
+                                                      if v is not None}}, train_sets)
+    dataset = dataset or data_mod.load(data_spec, data_dir, progress)
+    model = build(model_name, dataset, preset, list(model_overrides), cfg.seed)
+    if owner and overwrite and out_dir.exists():
+        try:
+            shutil.rmtree(out_dir)  # only now: every check above has passed
+        except OSError as e:
+            raise cannot_write(out_dir, e) from None
+    return cfg, model, dataset
 
 
 def _apply_train(cfg: TrainConfig, values: dict, sets: list[str]) -> TrainConfig:

@@ -83,12 +83,14 @@ def batches(
     epoch: int = 0,
     start: int = 0,
     drop_last: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[Batch]:
     """Minibatches of ``split``: one gather per batch, no per-item Python work.
 
     The order of epoch ``epoch`` depends only on ``(seed, epoch)``, and with ``split.dynamic_binarize``
     the binary draws of batch b only on ``(seed, epoch, b)``, so a resumed run can skip to batch
-    ``start`` and see exactly the batches an uninterrupted run would have seen.
+    ``start`` and see exactly the batches an uninterrupted run would have seen. ``shard=(r, n)``: the
+    r-th of n contiguous parts of each batch (a rank's share of a global batch).
     """
     n = len(split)
     if shuffle:
@@ -96,11 +98,16 @@ def batches(
     else:
         order = torch.arange(n)
     stop = (n // batch_size) * batch_size if drop_last else n
+    r, parts = shard
     for i in range(start * batch_size, stop, batch_size):
         idx = order[i : i + batch_size]
-        x = split.x[idx]
-        if split.dynamic_binarize:
-            x = bernoulli(x, int(np.random.SeedSequence([seed, epoch, i // batch_size]).generate_state(1)[0]))
+        lo, hi = r * len(idx) // parts, (r + 1) * len(idx) // parts
+        if split.dynamic_binarize:  # the draws of the whole batch, then the share
+            x = bernoulli(split.x[idx], int(np.random.SeedSequence([seed, epoch, i // batch_size]).generate_state(1)[0]))
+            x = x[lo:hi]
+        else:
+            x = split.x[idx[lo:hi]]
+        idx = idx[lo:hi]
         yield Batch(x, None if split.y is None else split.y[idx], idx)
 
 

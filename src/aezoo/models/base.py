@@ -88,6 +88,8 @@ class StepContext(Protocol):
 
     def step(self, *optimizers: str) -> None: ...
 
+    def mean(self, value: torch.Tensor) -> torch.Tensor: ...  # averaged over the ranks of a distributed run
+
 
 class Model(nn.Module):
     """Base of every registered model: its config, optimizers and training step."""

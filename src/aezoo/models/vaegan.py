@@ -211,7 +211,8 @@ class VAEGAN(Autoencoder):
         fake_cost = fake_nll(logits[b:])  # -log(1 - D(.)) for x~ and x_p
         gan = c.real_weight * real_cost.sum() / b + (1 - c.real_weight) * fake_cost.sum() / (2 * b)
 
-        real_mean, fake_mean = float(real_cost.detach().mean()), float(fake_cost.detach().mean())
+        # the rule decides alike on every rank of a distributed run: it reads the costs averaged over ranks
+        real_mean, fake_mean = ctx.mean(torch.stack([real_cost.detach().mean(), fake_cost.detach().mean()])).tolist()
         train_dec, train_dis = equilibrium_updates(real_mean, fake_mean, c.equilibrium, c.margin)
         # encoder: L_prior + L_llike; decoder: gamma L_llike - L_GAN (minimax: the sum of log(1 - D) over the
         # generated items; the GAN term reaches the decoder only, the encoder's code enters it as a constant)

@@ -9,7 +9,8 @@ decay 0.99, Laplace smoothing of the counts). The commitment loss beta * ||z_e -
 encoder close to its codes. The codebook starts as random encoder outputs of the first training batch.
 Codes whose decayed assignment count (vectors per batch) falls below ``dead_threshold`` (default 1)
 are restarted on random encoder outputs of the current batch, a remedy for codebook collapse (Dhariwal
-et al. 2020, Jukebox). The quantiser always computes in fp32, also under autocast.
+et al. 2020, Jukebox). The quantiser always computes in fp32, also under autocast. In a distributed run
+the batch's counts and sums are summed over ranks, so the codebook follows the global batch.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -85,9 +87,14 @@ class VectorQuantizer(nn.Module):
     def _update(self, flat: torch.Tensor, onehot: torch.Tensor) -> None:
         """Training only: decay the counts; with EMA, move each code to its assigned outputs' running mean."""
         decay = self.decay
-        self.ema_count.mul_(decay).add_(onehot.sum(0), alpha=1 - decay)
+        counts, sums = onehot.sum(0), (onehot.t() @ flat if self.ema else None)
+        if dist.is_available() and dist.is_initialized():  # a distributed run: the global batch's statistics
+            both = torch.cat([counts[:, None], sums], 1) if self.ema else counts[:, None].clone()
+            dist.all_reduce(both)
+            counts, sums = both[:, 0], (both[:, 1:] if self.ema else None)
+        self.ema_count.mul_(decay).add_(counts, alpha=1 - decay)
         if self.ema:
-            self.ema_sum.mul_(decay).add_(onehot.t() @ flat, alpha=1 - decay)
+            self.ema_sum.mul_(decay).add_(sums, alpha=1 - decay)
             n = self.ema_count.sum()
             count = (self.ema_count + self.eps) / (n + self.num_codes * self.eps) * n  # Laplace smoothing
             self.codebook.copy_(self.ema_sum / count[:, None])

@@ -17,7 +17,9 @@ from ..models.base import check_format
 FORMAT = "aezoo-checkpoint/2"  # /2: optimizers named by the model (protocol v2)
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, optimizers: dict, state: dict) -> None:
+def save_checkpoint(path: Path, model: torch.nn.Module, optimizers: dict, state: dict,
+                    rank_rng: list[torch.Tensor] | None = None) -> None:
+    """``rank_rng``: the CPU RNG state of every rank of a distributed run, in rank order."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_meta = {}
     for name, opt in optimizers.items():
@@ -31,6 +33,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizers: dict, state:
                     scalars[f"{pid}.{key}"] = value
         opt_meta[name] = {"param_groups": sd["param_groups"], "scalars": scalars}
     tensors["rng.cpu"] = torch.get_rng_state()
+    for rank, st in list(enumerate(rank_rng or []))[1:]:
+        tensors[f"rng.cpu.rank{rank}"] = st
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
@@ -68,8 +72,11 @@ def restore_optimizer(opt: torch.optim.Optimizer, name: str, tensors: dict, meta
     opt.load_state_dict({"state": state, "param_groups": meta[name]["param_groups"]})
 
 
-def restore_rng(tensors: dict) -> None:
-    torch.set_rng_state(tensors["rng.cpu"])
+def restore_rng(tensors: dict, rank: int = 0) -> None:
+    key = f"rng.cpu.rank{rank}" if rank else "rng.cpu"
+    if key not in tensors:
+        raise UserError(f"the checkpoint holds no random state for rank {rank}")
+    torch.set_rng_state(tensors[key])
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)

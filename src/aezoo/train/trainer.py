@@ -9,6 +9,16 @@ parameters, and clips and steps them on request. The run directory receives
 ``config.json`` + ``model.safetensors`` (the final model) and ``run.json`` (what was run, where, how long).
 Resuming restores weights, optimizer states, RNG state and the position in the data order, so a resumed
 run ends with the same weights as an uninterrupted one (CPU, same seed and thread count).
+
+Under ``torchrun`` (WORLD_SIZE > 1; :mod:`.distributed`) the run is data-parallel: ``batch_size`` is per
+rank, each rank takes its contiguous share of every global batch of the single-process order, and each
+optimizer update averages its gradients over ranks in one all-reduce (with the NaN/inf flag, so every rank
+stops together). State that is not a gradient: floating buffers are rank 0's, broadcast before each
+step (batch norm normalises with each rank's own batch, and keeps rank 0's running statistics); VQ-VAE's
+codebook statistics are summed over ranks (:mod:`aezoo.nn.quantize`), dead codes restart from rank 0's
+batch; VAE-GAN's equilibrium rule reads costs averaged with ``ctx.mean``; moving-average weights (ALAE)
+follow identical weights, so they agree. Rank 0 alone writes; its clock decides the time budget. Each
+rank draws its own noise; checkpoints hold every rank's RNG state.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from ..models.base import Model, Optim, load_state, save_model
 from ..outputs import Batch
 from ..rng import seeded
 from . import checkpoint as ckpt
+from . import distributed
 from .config import TrainConfig
 from .schedules import lr_factor
 
@@ -135,7 +146,10 @@ class StepRunner:
         names = self._names(optimizers)
         value = float(loss.detach())
         if not math.isfinite(value):
-            self._trainer._diverged(value, self.step_index, names)
+            if self._trainer.dist is None:
+                self._trainer._diverged(value, self.step_index, names)
+            self._trainer._bad = self._trainer._bad or (value, names)  # every rank stops at the next step()
+            return
         # the backward pass outside autocast, as torch recommends
         outside = torch.autocast(self._trainer.device.type, enabled=False) if self._trainer.use_bf16 else _NO_CONTEXT
         with outside:
@@ -146,12 +160,36 @@ class StepRunner:
         if not self.training:
             return
         clip = self._trainer.config.grad_clip
-        for name in self._names(optimizers):
+        names = self._names(optimizers)
+        if self._trainer.dist is not None:
+            self._average(names)
+        for name in names:
             params = self._trainer.opt_params[name]
             if clip:
                 torch.nn.utils.clip_grad_norm_(params, clip)
             self._trainer.optimizers[name].step()
             _zero_grads(params)
+
+
+    def _average(self, names: tuple[str, ...]) -> None:
+        """Every rank's gradients for this update, averaged in one all-reduce with a flag per parameter (a
+        parameter no rank reached keeps no gradient, as in one process) and the NaN flag."""
+        t = self._trainer
+        params = [p for n in names for p in t.opt_params[n]]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        reached = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=t.device)
+        bad = t.dist.average_([*grads, reached], flag=1.0 if t._bad else 0.0)
+        if bad:
+            value, where = t._bad or (float("nan"), names)
+            t._diverged(value, self.step_index, where, elsewhere=t._bad is None)
+        for p, g, r in zip(params, grads, reached.tolist()):
+            p.grad = g if r > 0 else None
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` averaged over the ranks of a distributed run (itself in one process): for decisions a
+        step takes from its batch, which every rank must take alike."""
+        d = self._trainer.dist
+        return value if d is None or not self.training else d.mean(value)
 
 
 _NO_CONTEXT = contextlib.nullcontext()
@@ -242,7 +280,14 @@ class Trainer:
         c = self.config
         if c.threads:
             torch.set_num_threads(c.threads)
+        self._joined = distributed.current() is None and distributed.requested()  # leave at the end of fit()
+        self.dist = distributed.join()
+        self._bad = None
         self.device = resolve_device(c.device)
+        if self.dist is not None:
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", self.dist.local_rank)
+            self.dist.device = self.device
         # auto: bf16 autocast on CUDA only. On CPU it measured slower than fp32 for our model sizes even
         # with AVX-512 BF16 (weight casts dominate at these widths; bench/precision.py), so fp32 there.
         self.use_bf16 = c.precision == "bf16" or (
@@ -250,6 +295,15 @@ class Trainer:
         if c.precision == "bf16" and not bf16_supported(self.device):
             raise UserError(f"precision=bf16 is not supported on this {self.device.type} device; use fp32 or auto")
         self.model.to(self.device)
+        self.world = self.dist.world if self.dist else 1
+        self.main = self.dist is None or self.dist.main
+        # the state a step changes without gradients, kept identical on every rank (rank 0's)
+        self._synced = [b for b in self.model.buffers() if b.dtype.is_floating_point] if self.dist else []
+        if self.dist is not None:
+            self.dist.broadcast_(list(self.model.state_dict().values()))
+            if len(self.data.train) < c.batch_size * self.world:
+                raise UserError(f"the training split has {len(self.data.train)} items, fewer than one global batch "
+                                f"({c.batch_size} per rank x {self.world} ranks)")
         self.optimizers = {name: build_optimizer(spec, c, self.device) for name, spec in self.model.optimizers().items()}
         if not self.optimizers:
             raise ValueError(f"{type(self.model).__name__}.optimizers() declares no optimizer")
@@ -261,7 +315,7 @@ class Trainer:
         if c.compile:  # each top-level submodule in place (state-dict keys unchanged)
             for module in self.model.children():
                 module.compile()
-        self.steps_per_epoch = num_batches(len(self.data.train), c.batch_size, drop_last=True)
+        self.steps_per_epoch = num_batches(len(self.data.train), c.batch_size * self.world, drop_last=True)
         self.total_steps = c.epochs * self.steps_per_epoch if c.epochs else None
 
     def _autocast(self):
@@ -277,6 +331,8 @@ class Trainer:
             for group, base in zip(opt.param_groups, self.base_lrs[name]):
                 group["lr"] = base * factor
             _zero_grads(self.opt_params[name])
+        if self._synced:
+            self.dist.broadcast_(self._synced)
         ctx = StepRunner(self, step, training=True)
         with self._autocast():
             metrics = self.model.training_step(batch, ctx)
@@ -284,11 +340,12 @@ class Trainer:
             self.model.after_step(ctx)
         return {k: float(v) for k, v in metrics.items()}
 
-    def _diverged(self, value: float, step: int, names) -> None:
+    def _diverged(self, value: float, step: int, names, elsewhere: bool = False) -> None:
         path = self.run_dir / CHECKPOINT if self.run_dir else None
         kept = f"the last good checkpoint ({path}) is kept" if path and path.exists() else "no checkpoint was written yet"
+        what = "a loss became nan or inf on another rank" if elsewhere else f"loss became {value}"
         raise TrainingDiverged(
-            f"loss became {value} at step {step} (optimizer {', '.join(names)}); training stopped and {kept}; "
+            f"{what} at step {step} (optimizer {', '.join(names)}); training stopped and {kept}; "
             "try a lower learning rate (--lr) or gradient clipping (--set train.grad_clip=1.0)"
         )
 
@@ -318,27 +375,36 @@ class Trainer:
 
     # --- the loop --------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
+        self._joined = False
+        try:
+            self._setup()
+            return self._fit(resume)
+        finally:
+            if self._joined:
+                distributed.leave()
+
+    def _fit(self, resume: bool) -> TrainResult:
         from tqdm import tqdm
 
         c = self.config
-        self._setup()
         if self.run_dir is None and resume:
             raise UserError("resuming needs a run directory")
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.main:
             make_dir(self.run_dir)
         state = {"step": 0, "epoch": 0, "batch": 0, "elapsed_s": 0.0}
         if resume:
             state = self._restore()
-        else:
-            torch.manual_seed(c.seed)  # data order and noise; the weights are the model's, as built
+        else:  # data order and noise (each rank its own); the weights are the model's, as built
+            torch.manual_seed(c.seed if self.main else rank_seed(c.seed, self.dist.rank))
         # Data-dependent state that gradients do not learn (e.g. a hash model's neighbour table). It is
         # deterministic and draws no random numbers, so a resumed run rebuilds what the first run had.
         self.model.prepare(self.data.train)
         self.model.train()
-        log = MetricsLog(self.run_dir / "metrics.jsonl" if self.run_dir else None, state["step"] if resume else None)
+        writes = self.run_dir is not None and self.main
+        log = MetricsLog(self.run_dir / "metrics.jsonl" if writes else None, state["step"] if resume else None)
         self._write_run_json(state, finished=False)
         t0 = time.perf_counter() - state["elapsed_s"]
-        bar = tqdm(total=self.total_steps, initial=state["step"], disable=not c.progress, unit="step",
+        bar = tqdm(total=self.total_steps, initial=state["step"], disable=not (c.progress and self.main), unit="step",
                    desc=f"{self.model.name} on {self.data.spec}", dynamic_ncols=True)
         acc: dict[str, float] = {}
         acc_n = 0
@@ -348,39 +414,43 @@ class Trainer:
         try:
             while c.epochs is None or state["epoch"] < c.epochs:
                 out_of_time = False
-                for batch in batches(self.data.train, c.batch_size, shuffle=True, seed=c.seed,
-                                     epoch=state["epoch"], start=state["batch"], drop_last=True):
+                shard = (self.dist.rank, self.world) if self.dist else (0, 1)
+                for batch in batches(self.data.train, c.batch_size * self.world, shuffle=True, seed=c.seed,
+                                     epoch=state["epoch"], start=state["batch"], drop_last=True, shard=shard):
                     metrics = self._train_step(self._to_device(batch), state["step"])
                     state["step"] += 1
                     state["batch"] += 1
                     for k, v in metrics.items():
                         acc[k] = acc.get(k, 0.0) + v
                     acc_n += 1
-                    items_log += len(batch)
+                    items_log += len(batch) * self.world
                     bar.update(1)
                     if state["step"] % c.log_every == 0 or state["step"] == self.total_steps:
                         now = time.perf_counter()
                         rate = items_log / max(now - t_log, 1e-9)
-                        record = {k: v / acc_n for k, v in acc.items()}
+                        record = self._mean_over_ranks({k: v / acc_n for k, v in acc.items()})
                         self._log(log, "train", state, now - t0, record, rate=rate)
                         bar.set_postfix(loss=f"{record.get('loss', next(iter(record.values()), 0)):.4g}",
                                         samples_s=f"{rate:,.0f}")
                         acc, acc_n, t_log, items_log = {}, 0, now, 0
-                    if c.val_every and state["step"] % c.val_every == 0:
+                    if c.val_every and state["step"] % c.val_every == 0 and self.main:
                         last_val = self.validate(state["step"])
                         self._log(log, "val", state, time.perf_counter() - t0, last_val)
                     if c.checkpoint_every and state["step"] % c.checkpoint_every == 0:
                         state["elapsed_s"] = time.perf_counter() - t0
                         self._checkpoint(state)
-                    if c.max_minutes is not None and time.perf_counter() - t0 >= 60 * c.max_minutes:
-                        out_of_time = True
-                        break
+                    if c.max_minutes is not None:
+                        out_of_time = time.perf_counter() - t0 >= 60 * c.max_minutes
+                        if self.dist is not None:
+                            out_of_time = self.dist.decide(out_of_time)
+                        if out_of_time:
+                            break
                 if out_of_time:
                     stopped_by = "time"
                     break
                 state["epoch"] += 1
                 state["batch"] = 0
-                if not c.val_every:
+                if not c.val_every and self.main:
                     last_val = self.validate(state["step"])
                     self._log(log, "val", state, time.perf_counter() - t0, last_val)
         finally:
@@ -388,14 +458,30 @@ class Trainer:
             log.close()
         state["elapsed_s"] = time.perf_counter() - t0
         self._checkpoint(state)
-        if self.run_dir is not None:
+        if writes:
             save_model(self.model, self.run_dir)
         self._write_run_json(state, finished=True, stopped_by=stopped_by, val=last_val)
+        if self.dist is not None:
+            self.dist.barrier()  # the other ranks wait for rank 0's files
         return TrainResult(state["step"], state["epoch"], state["elapsed_s"], stopped_by, last_val)
 
     def _checkpoint(self, state: dict) -> None:
-        if self.run_dir is not None:
+        if self.run_dir is None:
+            return
+        if self.dist is None:
             ckpt.save_checkpoint(self.run_dir / CHECKPOINT, self.model, self.optimizers, state)
+            return
+        states = self.dist.gather_bytes(torch.get_rng_state())  # every rank's noise goes on after a resume
+        if self.main:
+            ckpt.save_checkpoint(self.run_dir / CHECKPOINT, self.model, self.optimizers,
+                                 {**state, "world_size": self.world}, rank_rng=states)
+
+    def _mean_over_ranks(self, record: dict) -> dict:
+        if self.dist is None or not record:
+            return record
+        keys = sorted(record)
+        values = self.dist.mean(torch.tensor([record[k] for k in keys], dtype=torch.float64, device=self.device))
+        return dict(zip(keys, values.tolist()))
 
     def _log(self, log: MetricsLog, split: str, state: dict, elapsed: float, metrics: dict, rate=None):
         record = {"split": split, "step": state["step"], "epoch": state["epoch"], "elapsed_s": round(elapsed, 3)}
@@ -408,15 +494,19 @@ class Trainer:
     def _restore(self) -> dict:
         path = self.run_dir / CHECKPOINT
         tensors, state, opt_meta = ckpt.read_checkpoint(path)
+        saved = state.get("world_size", 1)
+        if saved != self.world:
+            raise UserError(f"{path}: the run was trained on {saved} process(es), this one has {self.world}; resume "
+                            f"it with as many (torchrun --nproc-per-node and --nnodes)")
         model_state = {k[len("model."):]: v.to(self.device) for k, v in tensors.items() if k.startswith("model.")}
         load_state(self.model, model_state, path)
         for name, opt in self.optimizers.items():
             ckpt.restore_optimizer(opt, name, tensors, opt_meta, self.device)
-        ckpt.restore_rng(tensors)
+        ckpt.restore_rng(tensors, self.dist.rank if self.dist else 0)
         return state
 
     def _write_run_json(self, state: dict, finished: bool, stopped_by: str | None = None, val: dict | None = None):
-        if self.run_dir is None:
+        if self.run_dir is None or not self.main:
             return
         meta = {
             "aezoo_version": __version__,
@@ -432,8 +522,16 @@ class Trainer:
             "optimizers": {name: describe_optimizer(opt) for name, opt in self.optimizers.items()},
             "precision": "bf16" if self.use_bf16 else "fp32",
             "device": str(self.device),
+            "processes": self.world,
             "hardware": machine_info(),
             "val": val or {},
         }
         meta.update(self.extra_meta)
         write_json(self.run_dir / "run.json", meta)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The torch seed of a rank other than 0 in a distributed run (rank 0 uses ``seed``)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])

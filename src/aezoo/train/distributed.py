@@ -1,0 +1,172 @@
+"""Data parallelism over ``torch.distributed``, for runs started by ``torchrun`` (or anything that sets
+RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT: SLURM, Kubernetes operators, Ray, accelerate).
+
+A :class:`Group` is the trainer's view of the process group: gloo on CPU, NCCL on CUDA. Gradients are
+averaged with one explicit all-reduce per optimizer update (a flat buffer of that update's gradients), not
+a DDP wrapper, so models with several optimizers and partial backward passes need no change. Without
+WORLD_SIZE > 1 nothing here is used and training is single-process as before.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from ..errors import UserError
+
+ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+class PeerLost(UserError):
+    """A collective failed: another rank died or the network went away."""
+
+
+class RankZeroRefused(UserError):
+    """Rank 0 refused the command (its own error says why); the other ranks stop with it, silently."""
+
+
+def requested() -> bool:
+    """Whether the environment asks for more than one process (WORLD_SIZE > 1)."""
+    return _int_env("WORLD_SIZE", 1) > 1
+
+
+def _int_env(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+@dataclass
+class Group:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    # --- collectives (every rank must call them in the same order) ------------------------------
+    def _run(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (RuntimeError, dist.DistError) as e:  # gloo/NCCL: a peer closed the connection or timed out
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise PeerLost(f"rank {self.rank} of {self.world} lost the other processes (one died or the network "
+                           f"failed): {first}") from None
+
+    def average_(self, tensors: list[torch.Tensor], flag: float = 0.0) -> float:
+        """Replace each tensor by its mean over ranks, in one all-reduce; returns the sum of ``flag`` over
+        ranks (how many ranks raised it)."""
+        flat = torch.cat([t.reshape(-1).float() for t in tensors] + [torch.tensor([flag], device=self.device)])
+        self._run(dist.all_reduce, flat)
+        total = float(flat[-1])
+        flat = flat[:-1] / self.world
+        offset = 0
+        for t in tensors:
+            n = t.numel()
+            t.copy_(flat[offset:offset + n].view_as(t))
+            offset += n
+        return total
+
+    def mean(self, t: torch.Tensor) -> torch.Tensor:
+        out = t.detach().float().clone()
+        self._run(dist.all_reduce, out)
+        return (out / self.world).to(t.dtype)
+
+    def broadcast_(self, tensors: list[torch.Tensor]) -> None:
+        """Rank 0's values into every rank's ``tensors`` (in place)."""
+        if not tensors:
+            return
+        flat = torch.cat([t.reshape(-1).float() for t in tensors])
+        self._run(dist.broadcast, flat, 0)
+        offset = 0
+        for t in tensors:
+            n = t.numel()
+            t.copy_(flat[offset:offset + n].view_as(t).to(t.dtype))
+            offset += n
+
+    def decide(self, flag: bool) -> bool:
+        """Rank 0's ``flag``, on every rank (the time budget: one clock decides)."""
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        self._run(dist.broadcast, t, 0)
+        return bool(t.item())
+
+    def gather_bytes(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's uint8 tensor of one shape (RNG states), in rank order."""
+        t = t.to(self.device)
+        out = [torch.empty_like(t) for _ in range(self.world)]
+        self._run(dist.all_gather, out, t)
+        return [o.cpu() for o in out]
+
+    def share_text(self, text: str | None) -> str | None:
+        """Rank 0's text (or None) on every rank: a check only rank 0 makes, such as an error."""
+        data = torch.tensor(list(text.encode()) if text is not None else [], dtype=torch.uint8)
+        size = torch.tensor([len(data) if text is not None else -1], dtype=torch.int64, device=self.device)
+        self._run(dist.broadcast, size, 0)
+        n = int(size.item())
+        if n < 0:
+            return None
+        buf = data.to(self.device) if self.main else torch.empty(n, dtype=torch.uint8, device=self.device)
+        if n:
+            self._run(dist.broadcast, buf, 0)
+        return bytes(buf.cpu().tolist()).decode()
+
+    def barrier(self) -> None:
+        self._run(dist.barrier)
+
+
+_GROUP: Group | None = None
+
+
+def current() -> Group | None:
+    """The process group this process belongs to, once :func:`join` has run (None: single process)."""
+    return _GROUP
+
+
+def join(device_name: str = "auto") -> Group | None:
+    """Join the process group the environment describes (once per process); None without WORLD_SIZE > 1."""
+    global _GROUP
+    if _GROUP is not None or not requested():
+        return _GROUP
+    missing = [k for k in ENV if not os.environ.get(k)]
+    if missing:
+        raise UserError(f"WORLD_SIZE > 1 but {', '.join(missing)} not set; start with torchrun (see README)")
+    world, rank, local = _int_env("WORLD_SIZE", 1), _int_env("RANK", 0), _int_env("LOCAL_RANK", 0)
+    if not 0 <= rank < world:
+        raise UserError(f"RANK={rank} is outside WORLD_SIZE={world}")
+    use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    timeout = datetime.timedelta(seconds=float(os.environ.get("AEZOO_DIST_TIMEOUT", 600)))
+    where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+    try:
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timeout)
+    except (RuntimeError, ValueError, dist.DistError) as e:
+        text = str(e)
+        if "EADDRINUSE" in text or "address already in use" in text.lower():
+            raise UserError(f"the rendezvous port {where} is in use; pick a free --master-port") from None
+        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        raise UserError(f"could not join the process group at {where} as rank {rank} of {world}: {first}") from None
+    _GROUP = Group(rank, world, local, device)
+    return _GROUP
+
+
+def leave() -> None:
+    """Leave the process group (at the end of a command)."""
+    global _GROUP
+    if _GROUP is not None and dist.is_initialized():
+        dist.destroy_process_group()
+    _GROUP = None

@@ -1,0 +1,182 @@
+"""Data-parallel training over torch.distributed: gloo over the loopback interface, two ranks on CPU."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import run_cli
+
+TINY = ["--data", "digits?limit=256", "--quiet", "--set", "widths=[32]", "--set", "latent_dim=4", "--set", "norm=none",
+        "--set", "train.threads=1"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env(**extra) -> dict:
+    e = {**os.environ, "OMP_NUM_THREADS": "1", "AEZOO_DIST_TIMEOUT": "60", "PYTHONUNBUFFERED": "1"}
+    e.update({k: str(v) for k, v in extra.items()})
+    return e
+
+
+def torchrun(*args, nproc: int = 2, script: str | None = None) -> subprocess.CompletedProcess:
+    what = [script] if script else ["-m", "aezoo"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--master-port={free_port()}",
+           *what, *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=300)
+
+
+def weights(run: Path) -> dict:
+    return load_file(run / "model.safetensors")
+
+
+def test_two_ranks_of_batch_b_train_as_one_process_of_batch_2b_and_only_rank_0_writes(tmp_path):
+    one = run_cli("train", "ae", *TINY, "--out", tmp_path / "one", "--epochs", "2", "--batch-size", "32")
+    assert one.returncode == 0, one.stderr
+    two = torchrun("train", "ae", *TINY, "--out", tmp_path / "two", "--epochs", "2", "--batch-size", "16")
+    assert two.returncode == 0, two.stderr + two.stdout
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(p.name for p in (tmp_path / "two").iterdir())
+    steps = [line for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert len(steps) == len((tmp_path / "one" / "metrics.jsonl").read_text().splitlines())  # one writer
+    assert two.stdout.count('"recon_mse"') == 1 and two.stderr.count("run written to") == 1  # rank 0 reports
+    import json
+
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["processes"] == 2
+    # resuming with another number of processes is refused, in one line
+    r = run_cli("train", "--out", tmp_path / "two", "--resume", "--epochs", "3", "--quiet")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "trained on 2 process(es), this one has 1" in r.stderr
+
+
+NAN_ON_RANK_1 = """
+import os, sys
+import aezoo
+from aezoo.errors import TrainingDiverged
+data = aezoo.data.load("digits?limit=256")
+model = aezoo.create("ae", seed=0, input_shape=list(data.shape), widths=[16], latent_dim=2, norm="none")
+step = model.training_step
+def poisoned(batch, ctx):
+    if ctx.step_index == 3 and os.environ["RANK"] == "1":
+        out = model.loss(batch, 3)
+        ctx.backward(out.loss * float("nan"))
+        ctx.step()
+        return out.metrics
+    return step(batch, ctx)
+model.training_step = poisoned
+cfg = aezoo.TrainConfig(epochs=5, batch_size=8, threads=1, checkpoint_every=2, progress=False)
+try:
+    aezoo.Trainer(model, data, cfg, sys.argv[1]).fit()
+except TrainingDiverged as e:
+    print(f"rank {os.environ['RANK']}: {e}")
+"""
+
+BUDGET = """
+import sys, aezoo
+data = aezoo.data.load("digits?limit=256")
+model = aezoo.create("ae", seed=0, input_shape=list(data.shape), widths=[16], latent_dim=2, norm="none")
+cfg = aezoo.TrainConfig(epochs=None, max_minutes=0.05, batch_size=8, threads=1, progress=False)
+res = aezoo.Trainer(model, data, cfg, sys.argv[1]).fit()
+print("stopped", res.stopped_by, res.step)
+"""
+
+
+def test_ranks_stop_together_on_a_nan_on_one_rank_and_on_the_time_budget(tmp_path):
+    script = tmp_path / "nan.py"
+    script.write_text(NAN_ON_RANK_1)
+    r = torchrun(tmp_path / "run", script=str(script))
+    assert r.returncode == 0, r.stderr
+    lines = sorted(line for line in r.stdout.splitlines() if line.startswith("rank "))
+    assert len(lines) == 2, r.stdout + r.stderr
+    assert lines[0].startswith("rank 0: a loss became nan or inf on another rank at step 3 (optimizer main)")
+    assert lines[1].startswith("rank 1: loss became nan at step 3 (optimizer main)")
+    assert "last good checkpoint" in lines[0]
+    script = tmp_path / "budget.py"
+    script.write_text(BUDGET)
+    r = torchrun(tmp_path / "timed", script=str(script))
+    assert r.returncode == 0, r.stderr
+    stops = [line for line in r.stdout.splitlines() if line.startswith("stopped")]
+    assert len(stops) == 2 and stops[0] == stops[1] and stops[0].startswith("stopped time "), r.stdout
+
+
+def test_a_dead_rank_and_a_port_in_use_are_one_line_errors(tmp_path):
+    port = free_port()
+    base = dict(WORLD_SIZE=2, MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    args = [sys.executable, "-m", "aezoo", "train", "ae", *TINY, "--out", tmp_path / "run", "--epochs", "1000",
+            "--batch-size", "8"]
+    ranks = [subprocess.Popen(list(map(str, args)), env=env(RANK=r, LOCAL_RANK=r, **base), stderr=subprocess.PIPE,
+                              text=True) for r in (0, 1)]
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "run" / "metrics.jsonl").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (tmp_path / "run" / "metrics.jsonl").exists(), "the two ranks did not start training"
+        ranks[1].send_signal(signal.SIGKILL)
+        assert ranks[0].wait(timeout=120) == 2
+        err = ranks[0].stderr.read()
+    finally:
+        for p in ranks:
+            p.kill()
+            p.wait()
+    assert err.count("\n") == 1 and err.startswith("aezoo: error: rank 0 of 2 lost the other processes"), err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        r = subprocess.run(list(map(str, args)), env=env(RANK=0, LOCAL_RANK=0, WORLD_SIZE=2, MASTER_ADDR="127.0.0.1",
+                                                         MASTER_PORT=taken), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"the rendezvous port 127.0.0.1:{taken} is in use" in r.stderr
+
+
+TRAIN = """
+import sys
+import aezoo
+data = aezoo.data.load("digits?limit=256")
+model = aezoo.create("vae", seed=0, input_shape=list(data.shape), widths=[16], latent_dim=2)
+cfg = aezoo.TrainConfig(epochs=12, batch_size=4, seed=1, threads=1, checkpoint_every=7, progress=False)
+aezoo.Trainer(model, data, cfg, sys.argv[1]).fit(resume=sys.argv[2] == "resume")
+"""
+
+
+def test_a_two_rank_run_killed_and_resumed_ends_with_the_uninterrupted_weights(tmp_path):
+    """Each rank draws its own noise (a VAE): the resumed ranks must take up their own random streams."""
+    import random
+
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN)
+    ref = torchrun(tmp_path / "ref", "fresh", script=str(script))
+    assert ref.returncode == 0, ref.stderr
+    reference = weights(tmp_path / "ref")
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={free_port()}",
+           str(script), str(run), "fresh"]
+    child = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoint.safetensors").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(random.Random().uniform(0, 1.0))  # somewhere after the first checkpoint
+    os.killpg(child.pid, signal.SIGKILL)  # torchrun and both ranks at once
+    child.wait()
+    assert (run / "checkpoint.safetensors").exists()
+    resumed = torchrun(run, "resume", script=str(script))
+    assert resumed.returncode == 0, resumed.stderr
+    got = weights(run)
+    assert all(torch.equal(got[k], reference[k]) for k in reference)
