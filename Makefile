@@ -21,7 +21,7 @@ demo: $(STAMP) data
 
 test: $(STAMP) data
 	@scripts/get-chromium.sh
-	$(BIN)/python -m pytest -q --durations=10
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 bench: $(STAMP) data
 	$(BIN)/python -m pip install -q -r requirements-bench.txt

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_many
 from test_cli import one_line_error
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -75,20 +75,22 @@ def test_inpaint_with_box_and_mask(runs, tmp_path):
 
 def test_restoration_user_errors(runs, tmp_path):
     Image.new("L", (20, 20)).save(tmp_path / "p.png")
-    one_line_error(run_cli("denoise", runs["ae"], tmp_path / "p.png", "--out", tmp_path / "o"), "not a restoration model")
-    one_line_error(run_cli("denoise", runs["inpaint"], tmp_path / "p.png", "--out", tmp_path / "o"), "aezoo inpaint")
-    one_line_error(run_cli("inpaint", runs["denoise"], tmp_path / "p.png", "--box", "1,1,2,2", "--out", tmp_path / "x.png"),
-                   "trained to denoise")
-    one_line_error(run_cli("inpaint", runs["inpaint"], tmp_path / "p.png", "--out", tmp_path / "x.png"), "--mask")
-    one_line_error(run_cli("inpaint", runs["inpaint"], tmp_path / "p.png", "--box", "15,15,10,10", "--out",
-                           tmp_path / "x.png"), "does not fit")
-    one_line_error(run_cli("denoise", runs["denoise"], tmp_path / "missing.png", "--out", tmp_path / "o"), "no such file")
-    one_line_error(run_cli("denoise", runs["denoise"], "--out", tmp_path / "o"), "give image files")
-    one_line_error(run_cli("denoise", runs["denoise"], tmp_path / "p.png", "--noise", "fog:1", "--out", tmp_path / "o"),
-                   "unknown corruption")
-    one_line_error(run_cli("eval", runs["denoise"], "--refine-steps", "5"), "applies to ae models")
-    one_line_error(run_cli("interpolate", runs["denoise"], "--out", tmp_path / "x.png"), "cannot decode a code alone")
-    assert not (tmp_path / "o").exists() and not (tmp_path / "x.png").exists()
+    p, o, x = tmp_path / "p.png", tmp_path / "o", tmp_path / "x.png"
+    cases = [
+        (("denoise", runs["ae"], p, "--out", o), "not a restoration model"),
+        (("denoise", runs["inpaint"], p, "--out", o), "aezoo inpaint"),
+        (("inpaint", runs["denoise"], p, "--box", "1,1,2,2", "--out", x), "trained to denoise"),
+        (("inpaint", runs["inpaint"], p, "--out", x), "--mask"),
+        (("inpaint", runs["inpaint"], p, "--box", "15,15,10,10", "--out", x), "does not fit"),
+        (("denoise", runs["denoise"], tmp_path / "missing.png", "--out", o), "no such file"),
+        (("denoise", runs["denoise"], "--out", o), "give image files"),
+        (("denoise", runs["denoise"], p, "--noise", "fog:1", "--out", o), "unknown corruption"),
+        (("eval", runs["denoise"], "--refine-steps", "5"), "applies to ae models"),
+        (("interpolate", runs["denoise"], "--out", x), "cannot decode a code alone"),
+    ]
+    for r, (_, pattern) in zip(run_cli_many(*(argv for argv, _ in cases)), cases):
+        one_line_error(r, pattern)
+    assert not o.exists() and not x.exists()
 
 
 def test_report_sections(runs):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_many
 
 COMMANDS = ["train", "eval", "embed", "reconstruct", "list"]
 
@@ -98,22 +98,28 @@ def test_resume_extends_a_finished_run(run, tmp_path):
 def test_user_errors_are_one_line_and_write_nothing(run, tmp_path):
     out, _ = run
     new = tmp_path / "new"
-    one_line_error(run_cli("train", "vea", "--data", "digits", "--out", new), "unknown model 'vea'")
-    one_line_error(run_cli("train", "ae", "--data", "nope", "--out", new), "unknown dataset")
-    one_line_error(run_cli("train", "ae", "--data", "digits", "--out", new, "--set", "arch=rnn"), "arch must be one of")
-    one_line_error(run_cli("train", "ae", "--data", "digits", "--out", new, "--epochs", "0"), "epochs")
-    one_line_error(run_cli("train", "ae", "--data", f"folder:{tmp_path / 'none'}", "--out", new), "no such folder")
-    one_line_error(run_cli("train", "ae", "--out", new), "--data is required")
-    one_line_error(run_cli("train", "ae", "--data", "digits", "--out", out), "--resume")
-    one_line_error(run_cli("train", "--out", new, "--resume"), "nothing to resume")
-    one_line_error(run_cli("train", "ae", "--data", "digits"), "--out")  # argparse errors too
-    one_line_error(run_cli("train", "ae", "--data", "digits", "--out", new, "--epochs", "x"), "invalid int")
+    cases = [
+        (("train", "vea", "--data", "digits", "--out", new), "unknown model 'vea'"),
+        (("train", "ae", "--data", "nope", "--out", new), "unknown dataset"),
+        (("train", "ae", "--data", "digits", "--out", new, "--set", "arch=rnn"), "arch must be one of"),
+        (("train", "ae", "--data", "digits", "--out", new, "--epochs", "0"), "epochs"),
+        (("train", "ae", "--data", f"folder:{tmp_path / 'none'}", "--out", new), "no such folder"),
+        (("train", "ae", "--out", new), "--data is required"),
+        (("train", "ae", "--data", "digits", "--out", out), "--resume"),
+        (("train", "--out", new, "--resume"), "nothing to resume"),
+        (("train", "ae", "--data", "digits"), "--out"),  # argparse errors too
+        (("train", "ae", "--data", "digits", "--out", new, "--epochs", "x"), "invalid int"),
+        (("eval", tmp_path / "missing"), "no such run directory"),
+        (("eval", out, "--data", "lines?n=100&test=10"), "shape"),
+        (("embed", out, "--out", tmp_path / "z.txt"), ".npy"),
+        (("reconstruct", out, "--out", tmp_path / "r.gif"), ".png"),
+    ]
+    for r, (_, pattern) in zip(run_cli_many(*(argv for argv, _ in cases)), cases):
+        one_line_error(r, pattern)
     assert not new.exists()
-    one_line_error(run_cli("eval", tmp_path / "missing"), "no such run directory")
-    one_line_error(run_cli("eval", out, "--data", "lines?n=100&test=10"), "shape")
-    one_line_error(run_cli("embed", out, "--out", tmp_path / "z.txt"), ".npy")
-    one_line_error(run_cli("reconstruct", out, "--out", tmp_path / "r.gif"), ".png")
     assert not (tmp_path / "z.txt").exists() and not (tmp_path / "r.gif").exists()
+    # and through a process of its own, as a user meets it
+    one_line_error(run_cli("train", "vea", "--data", "digits", "--out", new), "unknown model 'vea'")
 
 
 def test_corrupt_run_files_are_user_errors(run, tmp_path):

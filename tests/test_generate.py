@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from aezoo.eval.generate import lerp, slerp
-from conftest import run_cli
+from conftest import run_cli, run_cli_many
 from test_cli import one_line_error
 
 
@@ -26,19 +26,25 @@ def test_sample_interpolate_and_eval_a_vae(tmp_path):
     assert r.returncode == 0, r.stderr
     m = json.loads(r.stdout)
     assert m["nll_nats"] <= -m["elbo"] + 1e-3 and m["nll_bits_per_dim"] > 0
-    assert run_cli("sample", run, "-n", "10", "--out", tmp_path / "s.png", "--seed", "3").returncode == 0
-    assert run_cli("sample", run, "-n", "10", "--out", tmp_path / "s2.png", "--seed", "3").returncode == 0
+    sample, again, interp, traverse, ev, big_k, zero, gif = run_cli_many(
+        ("sample", run, "-n", "10", "--out", tmp_path / "s.png", "--seed", "3"),
+        ("sample", run, "-n", "10", "--out", tmp_path / "s2.png", "--seed", "3"),
+        ("interpolate", run, "--pairs", "3", "--steps", "5", "--out", tmp_path / "i.png"),
+        ("interpolate", run, "--traverse", "--out", tmp_path / "t.png"),
+        ("eval", run, "--nll-k", "50", "--nll-items", "20"),
+        ("eval", run, "--nll-k", "6000"),
+        ("sample", run, "-n", "0", "--out", tmp_path / "z.png"),
+        ("sample", run, "--out", tmp_path / "z.gif"))
+    assert sample.returncode == 0 and again.returncode == 0, sample.stderr + again.stderr
     assert (tmp_path / "s.png").read_bytes() == (tmp_path / "s2.png").read_bytes()  # seeded
-    r = run_cli("interpolate", run, "--pairs", "3", "--steps", "5", "--out", tmp_path / "i.png")
-    assert r.returncode == 0, r.stderr
+    assert interp.returncode == 0, interp.stderr
     im = Image.open(tmp_path / "i.png")
     assert im.height > 5 * (im.width // 5) // 2  # six rows of five (3 pairs x 2 modes)
-    assert run_cli("interpolate", run, "--traverse", "--out", tmp_path / "t.png").returncode == 0
-    r = run_cli("eval", run, "--nll-k", "50", "--nll-items", "20")
-    assert json.loads(r.stdout)["nll_items"] == 20
-    one_line_error(run_cli("eval", run, "--nll-k", "6000"), "--nll-k")
-    one_line_error(run_cli("sample", run, "-n", "0", "--out", tmp_path / "z.png"), "-n")
-    one_line_error(run_cli("sample", run, "--out", tmp_path / "z.gif"), ".png")
+    assert traverse.returncode == 0, traverse.stderr
+    assert json.loads(ev.stdout)["nll_items"] == 20
+    one_line_error(big_k, "--nll-k")
+    one_line_error(zero, "-n")
+    one_line_error(gif, ".png")
 
 
 def test_sample_refuses_a_model_without_a_prior(tmp_path):

@@ -1,10 +1,11 @@
 """Data parallelism over ``torch.distributed``, for runs started by ``torchrun`` (or anything that sets
 RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT: SLURM, Kubernetes operators, Ray, accelerate).
 
-A :class:`Group` is the trainer's view of the process group: gloo on CPU, NCCL on CUDA. Gradients are
+A :class:`Group` is the trainer's view of the process group: gloo for CPU tensors, NCCL for CUDA ones. Gradients are
 averaged with one explicit all-reduce per optimizer update (a flat buffer of that update's gradients), not
 a DDP wrapper, so models with several optimizers and partial backward passes need no change. Without
-WORLD_SIZE > 1 nothing here is used and training is single-process as before.
+WORLD_SIZE > 1 nothing here is used and training is single-process as before. A collective waits at most
+AEZOO_DIST_TIMEOUT seconds (default 600) for the other ranks.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Group:
     rank: int
     world: int
     local_rank: int
-    device: torch.device
+    device: torch.device  # where collectives put their small tensors (the training device)
 
     @property
     def main(self) -> bool:
@@ -133,8 +134,10 @@ def current() -> Group | None:
     return _GROUP
 
 
-def join(device_name: str = "auto") -> Group | None:
-    """Join the process group the environment describes (once per process); None without WORLD_SIZE > 1."""
+def join() -> Group | None:
+    """Join the process group the environment describes (once per process); None without WORLD_SIZE > 1.
+    CPU tensors go through gloo and, when CUDA is available, CUDA tensors through NCCL (each process on
+    the GPU of its LOCAL_RANK)."""
     global _GROUP
     if _GROUP is not None or not requested():
         return _GROUP
@@ -144,23 +147,21 @@ def join(device_name: str = "auto") -> Group | None:
     world, rank, local = _int_env("WORLD_SIZE", 1), _int_env("RANK", 0), _int_env("LOCAL_RANK", 0)
     if not 0 <= rank < world:
         raise UserError(f"RANK={rank} is outside WORLD_SIZE={world}")
-    use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
-    if use_cuda:
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    else:
-        device = torch.device("cpu")
+    backend = "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local % torch.cuda.device_count())
+        backend = "cpu:gloo,cuda:nccl"
     timeout = datetime.timedelta(seconds=float(os.environ.get("AEZOO_DIST_TIMEOUT", 600)))
     where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
     try:
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timeout)
+        dist.init_process_group(backend, timeout=timeout)
     except (RuntimeError, ValueError, dist.DistError) as e:
         text = str(e)
         if "EADDRINUSE" in text or "address already in use" in text.lower():
             raise UserError(f"the rendezvous port {where} is in use; pick a free --master-port") from None
         first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         raise UserError(f"could not join the process group at {where} as rank {rank} of {world}: {first}") from None
-    _GROUP = Group(rank, world, local, device)
+    _GROUP = Group(rank, world, local, torch.device("cpu"))  # the trainer sets the device it trains on
     return _GROUP
 
 

@@ -170,7 +170,6 @@ class StepRunner:
             self._trainer.optimizers[name].step()
             _zero_grads(params)
 
-
     def _average(self, names: tuple[str, ...]) -> None:
         """Every rank's gradients for this update, averaged in one all-reduce with a flag per parameter (a
         parameter no rank reached keeps no gradient, as in one process) and the NaN flag."""
