@@ -100,8 +100,8 @@ def main() -> None:
                 row = run(worker, model, a.batch, a.seconds, processes, threads)
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
-    print(f"| model | params | 1 proc x 1 thread, items/s | 1 proc x 2 threads | 2 procs x 1 thread | "
-          f"2 procs / 1x2 | all-reduce ms | step ms (2 procs) | comm share |")
+    print("| model | params | 1 proc x 1 thread, items/s | 1 proc x 2 threads | 2 procs x 1 thread | "
+          "2 procs / 1x2 | all-reduce ms | step ms (2 procs) | comm share |")
     print("|---|---|---|---|---|---|---|---|---|")
     for model in a.models.split(","):
         r11, r12, r21 = [r for r in rows if r["model"] == model]

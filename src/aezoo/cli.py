@@ -191,6 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(q)
     q.set_defaults(func=cmd_index_search)
 
+    p = sub.add_parser("serve", help="a search service and web page over an index (FastAPI)",
+                       description="Serve INDEX_DIR: a web page at / and a JSON API under /api (OpenAPI docs at "
+                                   "/docs). Loads the index and its model once; Ctrl-C stops it.")
+    p.add_argument("index_dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    _common(p)
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("list", help="list models and dataset kinds")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -512,6 +521,20 @@ def cmd_index_search(a) -> int:
     for n, (i, lab, d) in enumerate(zip(res.ids, res.labels, res.hamming), 1):
         extra = f"  {res.rerank_distance[n - 1]:.4f}" if res.rerank_distance else ""
         print(f"{n:>4}  {i:<{width}}  {lab if lab is not None else '-':<16}  {d:>3}{extra}")
+    return 0
+
+
+def cmd_serve(a) -> int:
+    from .apps.serve import serve
+    from .errors import UserError
+
+    if not 0 < a.port < 65536:
+        raise UserError(f"--port must be between 1 and 65535, got {a.port}")
+    def announce():
+        print(f"aezoo: serving {a.index_dir} at http://{a.host}:{a.port}/ (API docs at /docs; Ctrl-C stops)",
+              file=sys.stderr, flush=True)
+
+    serve(a.index_dir, a.host, a.port, quiet=a.quiet, announce=announce)
     return 0
 
 

@@ -23,6 +23,11 @@ the candidates by the Euclidean distance between the model's continuous codes wh
 (the packed codes, for look-ups by id and rebuilding), optionally ``continuous.npy``, and
 ``manifest.json``: ids, labels, the kind and its settings, the model's run directory and the SHA-256 of
 its weights and of every file, so a corrupt or mismatched index is refused on load.
+
+What a page shows of the items can live in the index too (:meth:`HashIndex.set_records`): small uint8
+thumbnails (``thumbs.npy``) or the documents' texts (``texts.json``), and a 2-D map of the codes
+(``map.npy``: the codes as +-1, projected on their first two principal axes, kept in ``map_axes.npy`` so
+that items added later land on the same map). ``add`` and ``remove`` keep them aligned with the codes.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +46,8 @@ from .io import atomic_path, make_dir, read_json, write_bytes, write_json
 
 FORMAT = "aezoo-hash-index/1"
 KINDS = ("hash", "multihash", "flat", "ivf")
+FILES = ("index.faiss", "codes.npy", "continuous.npy", "thumbs.npy", "texts.json", "map.npy", "map_axes.npy")
+TEXT_CHARS = 4000  # texts kept per item (a page shows a snippet; the full document stays with the data)
 
 
 def _faiss():
@@ -98,9 +106,14 @@ class HashIndex:
         self.continuous = np.zeros((0, bits), np.float32) if keep_continuous else None
         self.ids: list[str] = []
         self.labels: list[str | None] = []
+        self.thumbs: np.ndarray | None = None  # (N, h, w, c) uint8, when the index shows images
+        self.texts: list[str] | None = None  # when it shows documents
+        self.map: np.ndarray | None = None  # (N, 2) float32: where each item sits on the 2-D map
+        self.map_axes: np.ndarray | None = None  # (3, b): the mean of the +-1 codes and two principal axes
         self._pos: dict[str, int] = {}
         self._index = None
         self._flat = None  # exact k-NN for the hash kinds, built on first use
+        self._lock = threading.Lock()  # searches from several threads: the lazy build and FAISS's nflip
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -122,9 +135,11 @@ class HashIndex:
         index.train(train)
         return index
 
-    def add(self, bits, ids: list[str], labels: list | None = None, continuous=None) -> None:
+    def add(self, bits, ids: list[str], labels: list | None = None, continuous=None, thumbs=None,
+            texts: list[str] | None = None) -> None:
         """Add items: ``bits`` (N, b) booleans (or packed (N, b/8) uint8), their ids (unique strings),
-        labels, and continuous codes (N, b) when the index keeps them."""
+        labels, continuous codes (N, b) when the index keeps them, and thumbnails or texts when it shows
+        them (:meth:`set_records`); their place on the map follows from their codes."""
         packed = bits if (isinstance(bits, np.ndarray) and bits.dtype == np.uint8 and bits.shape[-1] == self.bits // 8) \
             else pack_bits(bits)
         ids = [str(i) for i in ids]
@@ -142,7 +157,15 @@ class HashIndex:
             if continuous is None:
                 raise UserError("this index keeps continuous codes for re-ranking: pass continuous=")
             cont = continuous.detach().cpu().numpy() if hasattr(continuous, "detach") else np.asarray(continuous)
+        if self._records_given(thumbs, texts, len(ids)):
+            if self.thumbs is not None:
+                self.thumbs = np.concatenate([self.thumbs, _thumbs(thumbs, self.thumbs.shape[1:])])
+            if self.texts is not None:
+                self.texts += [str(t)[:TEXT_CHARS] for t in texts]
+        if self.keep_continuous:
             self.continuous = np.concatenate([self.continuous, cont.astype(np.float32)])
+        if self.map_axes is not None:
+            self.map = np.concatenate([self.map, self._project(packed)])
         start = len(self.ids)
         self.codes = np.concatenate([self.codes, packed])
         self.ids += ids
@@ -155,6 +178,52 @@ class HashIndex:
         else:
             self._index.add(packed)
 
+    def _records_given(self, thumbs, texts, n: int) -> bool:
+        """Whether records come with new items, checked against what the index shows."""
+        if self.thumbs is not None and (thumbs is None or len(thumbs) != n):
+            raise UserError(f"this index shows thumbnails: pass thumbs= with one per item ({n})")
+        if self.texts is not None and (texts is None or len(texts) != n):
+            raise UserError(f"this index shows texts: pass texts= with one per item ({n})")
+        return self.thumbs is not None or self.texts is not None
+
+    def set_records(self, thumbs=None, texts: list[str] | None = None, map_: bool = True) -> None:
+        """What a page shows of every item, in index order: ``thumbs`` (N, C, H, W) floats in [0, 1] or
+        (N, h, w, c) uint8, shrunk to at most 64 pixels a side; or ``texts``; and (``map_``) the 2-D map."""
+        n = len(self)
+        if thumbs is not None:
+            if len(thumbs) != n:
+                raise UserError(f"{len(thumbs)} thumbnails for {n} items")
+            self.thumbs = _thumbs(thumbs)
+        if texts is not None:
+            if len(texts) != n:
+                raise UserError(f"{len(texts)} texts for {n} items")
+            self.texts = [str(t)[:TEXT_CHARS] for t in texts]
+        if map_ and n:
+            signs = unpack_bits(self.codes, self.bits).astype(np.float32) * 2 - 1
+            mean = signs.mean(0)
+            # principal axes of the codes: the two leading right singular vectors of the centred codes
+            _, _, vt = np.linalg.svd(signs[: 20000] - mean, full_matrices=False)
+            axes = np.zeros((2, self.bits), np.float32)
+            axes[: len(vt[:2])] = vt[:2]
+            self.map_axes = np.concatenate([mean[None], axes]).astype(np.float32)
+            self.map = self._project(self.codes)
+
+    def _project(self, packed: np.ndarray) -> np.ndarray:
+        signs = unpack_bits(packed, self.bits).astype(np.float32) * 2 - 1
+        return ((signs - self.map_axes[0]) @ self.map_axes[1:].T).astype(np.float32)
+
+    def record(self, item_id: str) -> dict:
+        """What the index knows of an item: id, label, text (when it shows texts), map position."""
+        if str(item_id) not in self._pos:
+            raise UserError(f"no item with id {item_id!r} in the index")
+        n = self._pos[str(item_id)]
+        out = {"id": self.ids[n], "label": self.labels[n], "thumbnail": self.thumbs is not None}
+        if self.texts is not None:
+            out["text"] = self.texts[n]
+        if self.map is not None:
+            out["map"] = [float(v) for v in self.map[n]]
+        return out
+
     def remove(self, ids: list[str]) -> int:
         """Remove items by id; returns how many were removed. The hash tables have no deletion, so the
         FAISS index is rebuilt from the kept codes (linear in the collection's size)."""
@@ -166,6 +235,12 @@ class HashIndex:
         self.codes = self.codes[keep]
         if self.continuous is not None:
             self.continuous = self.continuous[keep]
+        if self.thumbs is not None:
+            self.thumbs = self.thumbs[keep]
+        if self.texts is not None:
+            self.texts = [t for t, k in zip(self.texts, keep) if k]
+        if self.map is not None:
+            self.map = self.map[keep]
         self.ids = [i for i, k in zip(self.ids, keep) if k]
         self.labels = [lab for lab, k in zip(self.labels, keep) if k]
         self._pos = {k: n for n, k in enumerate(self.ids)}
@@ -202,9 +277,11 @@ class HashIndex:
         lists. The hash tables answer radius queries; a k-NN query may need items beyond any radius."""
         q = self._prepare(query)
         if self.kind in ("hash", "multihash"):
-            if self._flat is None:
-                self._flat = _faiss().IndexBinaryFlat(self.bits)
-                self._flat.add(self.codes)
+            with self._lock:
+                if self._flat is None:
+                    flat = _faiss().IndexBinaryFlat(self.bits)
+                    flat.add(self.codes)
+                    self._flat = flat
             return self._flat.search(q, min(k, len(self)))
         return self._index.search(q, min(k, len(self)))
 
@@ -214,11 +291,12 @@ class HashIndex:
         if radius < 0:
             raise UserError("the radius must not be negative")
         q = self._prepare(query)
-        if self.kind == "hash":
-            self._index.nflip = radius
-        elif self.kind == "multihash":
-            self._index.nflip = radius // self.nhash
-        lims, dist, pos = self._index.range_search(q, radius + 1)  # FAISS: distances strictly below
+        with self._lock:  # nflip is the index's state: set and used under one lock
+            if self.kind == "hash":
+                self._index.nflip = radius
+            elif self.kind == "multihash":
+                self._index.nflip = radius // self.nhash
+            lims, dist, pos = self._index.range_search(q, radius + 1)  # FAISS: distances strictly below
         # Nearest first, ties by position: sort one integer key, distance * n + position, per query (4x
         # faster than a lexsort of the pair when a query finds thousands of items), then split it again.
         n = len(self)
@@ -276,11 +354,18 @@ class HashIndex:
         arrays = {"codes.npy": self.codes}
         if self.continuous is not None:
             arrays["continuous.npy"] = self.continuous
+        if self.thumbs is not None:
+            arrays["thumbs.npy"] = self.thumbs
+        if self.map is not None:
+            arrays["map.npy"], arrays["map_axes.npy"] = self.map, self.map_axes
         for name, arr in arrays.items():
             with atomic_path(d / name) as tmp:
                 with open(tmp, "wb") as fh:
                     np.save(fh, arr, allow_pickle=False)
             digests[name] = sha256(d / name)
+        if self.texts is not None:
+            write_json(d / "texts.json", self.texts)
+            digests["texts.json"] = sha256(d / "texts.json")
         write_json(d / "manifest.json", {
             "format": FORMAT, "bits": self.bits, "kind": self.kind, "nhash": self.nhash, "nlist": self.nlist,
             "nprobe": self.nprobe, "count": len(self), "model": self.model, "files": digests,
@@ -312,6 +397,13 @@ class HashIndex:
             idx.codes = np.load(d / "codes.npy", allow_pickle=False)
             if idx.keep_continuous:
                 idx.continuous = np.load(d / "continuous.npy", allow_pickle=False)
+            if "thumbs.npy" in man["files"]:
+                idx.thumbs = np.load(d / "thumbs.npy", allow_pickle=False)
+            if "map.npy" in man["files"]:
+                idx.map = np.load(d / "map.npy", allow_pickle=False)
+                idx.map_axes = np.load(d / "map_axes.npy", allow_pickle=False)
+            if "texts.json" in man["files"]:
+                idx.texts = read_json(d / "texts.json")
         except (RuntimeError, ValueError, OSError) as e:
             raise UserError(f"{directory}: cannot read the index ({str(e).splitlines()[0]})") from None
         idx.ids, idx.labels = list(man["ids"]), list(man["labels"])
@@ -319,7 +411,13 @@ class HashIndex:
         n = len(idx.ids)
         if idx._index.d != idx.bits or idx._index.ntotal != n or idx.codes.shape != (n, idx.bits // 8) or \
                 len(idx.labels) != n or man.get("count") != n or \
-                (idx.continuous is not None and idx.continuous.shape != (n, idx.bits)):
+                (idx.continuous is not None and idx.continuous.shape != (n, idx.bits)) or \
+                (idx.thumbs is not None and (idx.thumbs.dtype != np.uint8 or idx.thumbs.ndim != 4 or
+                                             len(idx.thumbs) != n or idx.thumbs.shape[-1] not in (1, 3))) or \
+                (idx.texts is not None and (not isinstance(idx.texts, list) or len(idx.texts) != n or
+                                            not all(isinstance(t, str) for t in idx.texts))) or \
+                (idx.map is not None and (idx.map.shape != (n, 2) or idx.map_axes.shape != (3, idx.bits)
+                                          or idx.map.dtype != np.float32 or idx.map_axes.dtype != np.float32)):
             raise UserError(f"{directory}: the index files disagree with the manifest (bits, counts); rebuild it")
         return idx
 
@@ -331,9 +429,9 @@ def _check_manifest(man: dict, where: Path) -> None:
 
     files = man.get("files")
     problems = []
-    if not isinstance(files, dict) or not {"index.faiss", "codes.npy"} <= set(files) <= \
-            {"index.faiss", "codes.npy", "continuous.npy"} or not all(isinstance(v, str) for v in files.values()):
-        problems.append("files must map index.faiss, codes.npy (and continuous.npy) to their SHA-256")
+    if not isinstance(files, dict) or not {"index.faiss", "codes.npy"} <= set(files) <= set(FILES) or \
+            ("map.npy" in files) != ("map_axes.npy" in files) or not all(isinstance(v, str) for v in files.values()):
+        problems.append(f"files must map index.faiss, codes.npy (and {', '.join(FILES[2:])}) to their SHA-256")
     if not is_int(man.get("bits")) or not isinstance(man.get("kind"), str):
         problems.append("bits must be an integer and kind a string")
     if not all(man.get(k) is None or is_int(man.get(k), 1) for k in ("nhash", "nlist")) or \
@@ -355,3 +453,28 @@ def sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _thumbs(x, shape: tuple | None = None) -> np.ndarray:
+    """Thumbnails (N, h, w, c) uint8, at most 64 pixels a side, from (N, C, H, W) floats in [0, 1] or
+    (N, h, w, c) uint8; ``shape`` (h, w, c): what an index's thumbnails already are."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.dtype != np.uint8:
+        if x.ndim != 4 or x.shape[1] not in (1, 3):
+            raise UserError(f"thumbnails must be (N, C, H, W) images with 1 or 3 channels, got {x.shape}")
+        x = (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise UserError(f"thumbnails must be (N, h, w, 1 or 3) uint8, got {x.shape}")
+    h, w = x.shape[1:3]
+    target = shape[:2] if shape is not None else ((h, w) if max(h, w) <= 64 else
+                                                 (max(1, round(h * 64 / max(h, w))), max(1, round(w * 64 / max(h, w)))))
+    if (h, w) != tuple(target):
+        from PIL import Image
+
+        x = np.stack([np.asarray(Image.fromarray(im.squeeze(-1) if im.shape[-1] == 1 else im).resize(
+            (target[1], target[0]), Image.BILINEAR)).reshape(target[0], target[1], -1) for im in x])
+    if shape is not None and x.shape[1:] != tuple(shape):
+        raise UserError(f"thumbnails of shape {x.shape[1:]} added to an index of {tuple(shape)}")
+    return np.ascontiguousarray(x)

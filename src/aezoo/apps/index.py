@@ -64,6 +64,17 @@ def build_index(run_dir: str, data_spec: str | None, out: str, split: str = "tra
             labels = None if part.y is None else [dataset.classes[i] if dataset.classes else str(i) for i in part.y.tolist()]
             ids = part.item_ids(name)
             index.add(b, ids, labels, c if rerank else None)
+        # what a page shows of each item (aezoo serve): thumbnails or texts, and the map of the codes
+        if dataset.kind == "image" and dataset.shape[0] in (1, 3):
+            index.set_records(thumbs=torch.cat([dataset.split(name).x for name in names]))
+        elif dataset.kind == "text" and "texts" in dataset.meta:
+            from ..data.text import read_documents
+
+            texts, _, doc_ids = read_documents(dataset.meta["texts"]["path"])
+            by_id = dict(zip(doc_ids, texts))
+            index.set_records(texts=[by_id.get(i, "") for i in index.ids])
+        else:
+            index.set_records()
         # written beside the target, then renamed: a crash never leaves a half-written index in --out; the
         # index keeps a copy of its model, so that it reads nothing outside itself
         with atomic_dir(out_dir) as tmp:
@@ -107,8 +118,9 @@ def index_model(index: HashIndex, index_dir: str | Path):
     return model
 
 
-def query_item(model, image: str | None = None, text: str | None = None) -> torch.Tensor:
-    """One query as the model's input: an image file resized to the model's input, or a text."""
+def query_item(model, image: str | bytes | None = None, text: str | None = None) -> torch.Tensor:
+    """One query as the model's input: an image (a file's path, or its bytes) resized to the model's
+    input, or a text."""
     c = model.config
     if text is not None:
         if c.data_kind != "text":
@@ -123,9 +135,14 @@ def query_item(model, image: str | None = None, text: str | None = None) -> torc
         raise UserError("--image needs an index of a model trained on images")
     from ..data.files import read_image
 
-    path = Path(image)
-    if not path.is_file():
-        raise UserError(f"{image}: no such file")
     ch, h, w = c.input_shape
-    arr = read_image(path, (h, w), grey=ch == 1)
+    if isinstance(image, bytes):
+        import io
+
+        arr = read_image(io.BytesIO(image), (h, w), grey=ch == 1, name="the upload")
+    else:
+        path = Path(image)
+        if not path.is_file():
+            raise UserError(f"{image}: no such file")
+        arr = read_image(path, (h, w), grey=ch == 1)
     return torch.from_numpy(np.ascontiguousarray(arr))[None]

@@ -22,8 +22,9 @@ def _exists(path: str, what: str) -> Path:
     return p
 
 
-def read_image(path: Path, size: tuple[int, int] | None, grey: bool) -> np.ndarray:
-    """One image as (C, H, W) float32 in [0, 1], resized to ``size`` (H, W) when given."""
+def read_image(path, size: tuple[int, int] | None, grey: bool, name: str | None = None) -> np.ndarray:
+    """One image (a path or a binary file object, called ``name`` in errors) as (C, H, W) float32 in
+    [0, 1], resized to ``size`` (H, W) when given."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -32,8 +33,8 @@ def read_image(path: Path, size: tuple[int, int] | None, grey: bool) -> np.ndarr
             if size is not None and im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), Image.Resampling.BICUBIC)
             a = np.asarray(im, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read the image ({e})") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise UserError(f"{name or path}: cannot read the image ({e})") from None
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 

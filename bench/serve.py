@@ -1,0 +1,172 @@
+"""aezoo serve under load: requests/s and latency at 1, 8 and 64 concurrent clients, against the library
+called directly (issue 19).
+
+    .venv/bin/python bench/serve.py [--seconds 10] [--clients 1,8,64] [--train-minutes 1]
+
+Two indexes, each built from a ``hash`` model trained for ``--train-minutes`` (32 bits, defaults
+otherwise): Fashion-MNIST (the 60,000 training images) and the Debian package descriptions of
+``../shared/data`` (text). Each is served by ``aezoo serve`` in its own process (uvicorn, one worker), and a
+load generator in this process keeps N clients busy for ``--seconds`` each, every client a thread with its
+own keep-alive connection, sending k = 10 queries: text queries (the first 8 words of held-out documents)
+on the text index, item queries on the image index. Reported per level: requests/s, p50 and p99 latency,
+errors. "library" is the same queries through :mod:`aezoo.apps.index` in one thread (encode, then search)
+with no HTTP. The load generator shares the machine's 2 cores with the server, as a client on the same
+host would. Writes ``bench/results/serve.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXTS = ROOT.parent / "shared" / "data" / "debian_descriptions.jsonl.gz"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_and_index(spec: str, root: Path, name: str, minutes: float) -> Path:
+    run, index = root / f"{name}-run", root / name
+    cli = [sys.executable, "-m", "aezoo"]
+    subprocess.run([*cli, "train", "hash", "--data", spec, "--out", str(run), "--max-minutes", str(minutes),
+                    "--set", "bits=32", "--quiet"], check=True, capture_output=True)
+    subprocess.run([*cli, "index", "build", str(run), "--out", str(index), "--quiet"], check=True, capture_output=True)
+    return index
+
+
+def load(port: int, bodies: list[dict], clients: int, seconds: float) -> dict:
+    import httpx
+
+    lat: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def client(c: int) -> None:
+        nonlocal errors
+        mine, bad, n = [], 0, c
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as h:
+            while time.perf_counter() < stop:
+                body = bodies[n % len(bodies)]
+                n += clients
+                t = time.perf_counter()
+                try:
+                    r = h.post("/api/search", json=body)
+                    ok = r.status_code == 200 and len(r.json()["results"]) == body["k"]
+                except httpx.HTTPError:
+                    ok = False
+                mine.append(time.perf_counter() - t)
+                bad += not ok
+        with lock:
+            lat.extend(mine)
+            errors += bad
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    lat.sort()
+    return {"clients": clients, "requests": len(lat), "rps": len(lat) / wall, "errors": errors,
+            "p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))]}
+
+
+def library_rate(index_dir: Path, bodies: list[dict], seconds: float) -> float:
+    import torch
+
+    from aezoo.apps.index import encode_codes, index_model, query_item
+    from aezoo.hashing import HashIndex
+
+    torch.set_num_threads(1)
+    index = HashIndex.load(index_dir)
+    model = index_model(index, index_dir)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        body = bodies[n % len(bodies)]
+        if "text" in body:
+            bits, _ = encode_codes(model, query_item(model, text=body["text"]))
+        else:
+            bits, _ = index.code_of(body["item"])
+        index.search(bits if not hasattr(bits, "numpy") else bits.numpy(), body["k"])
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=10.0, help="per concurrency level")
+    ap.add_argument("--clients", default="1,8,64")
+    ap.add_argument("--train-minutes", type=float, default=1.0)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve.json"))
+    a = ap.parse_args()
+    from aezoo.env import machine_info
+
+    docs = [json.loads(line) for line in gzip.open(TEXTS, "rt")]
+    text_bodies = [{"text": " ".join(d["text"].split()[:8]), "k": 10} for d in docs[-500:]]
+    image_bodies = [{"item": f"train/{i}", "k": 10} for i in range(0, 50000, 97)]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for name, spec, bodies in (("text", f"text:{TEXTS}", text_bodies), ("fmnist", "fashion-mnist", image_bodies)):
+            print(f"{name}: training and indexing", file=sys.stderr, flush=True)
+            index = train_and_index(spec, root, name, a.train_minutes)
+            port = free_port()
+            server = subprocess.Popen([sys.executable, "-m", "aezoo", "serve", str(index), "--port", str(port), "--quiet"],
+                                      stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            try:
+                server.stderr.readline()
+                for _ in range(300):
+                    with socket.socket() as s:
+                        if s.connect_ex(("127.0.0.1", port)) == 0:
+                            break
+                    time.sleep(0.1)
+                load(port, bodies, 4, 2.0)  # warm-up
+                for clients in map(int, a.clients.split(",")):
+                    row = {"index": name, **load(port, bodies, clients, a.seconds)}
+                    rows.append(row)
+                    print(json.dumps(row), file=sys.stderr, flush=True)
+            finally:
+                server.terminate()
+                server.wait()
+            rate = library_rate(index, bodies, a.seconds)
+            rows.append({"index": name, "clients": "library", "rps": rate})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    print("| index | clients | requests/s | p50 ms | p99 ms | errors | server / library |")
+    print("|---|---|---|---|---|---|---|")
+    for name in ("text", "fmnist"):
+        lib = next(r["rps"] for r in rows if r["index"] == name and r["clients"] == "library")
+        for r in rows:
+            if r["index"] != name:
+                continue
+            if r["clients"] == "library":
+                print(f"| {name} | library, 1 thread | {r['rps']:,.0f} | - | - | - | 1.00 |")
+            else:
+                print(f"| {name} | {r['clients']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                      f"{r['errors']} | {r['rps'] / lib:.2f} |")
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps({"args": vars(a), "machine": machine_info(), "rows": rows,
+                                   "median_p99_ms": statistics.median(r["p99_ms"] for r in rows if "p99_ms" in r)},
+                                  indent=1))
+    tmp_out.replace(out)
+
+
+if __name__ == "__main__":
+    main()
