@@ -364,7 +364,7 @@ class HashIndex:
                     np.save(fh, arr, allow_pickle=False)
             digests[name] = sha256(d / name)
         if self.texts is not None:
-            write_json(d / "texts.json", self.texts)
+            write_json(d / "texts.json", {"texts": self.texts})
             digests["texts.json"] = sha256(d / "texts.json")
         write_json(d / "manifest.json", {
             "format": FORMAT, "bits": self.bits, "kind": self.kind, "nhash": self.nhash, "nlist": self.nlist,
@@ -403,7 +403,7 @@ class HashIndex:
                 idx.map = np.load(d / "map.npy", allow_pickle=False)
                 idx.map_axes = np.load(d / "map_axes.npy", allow_pickle=False)
             if "texts.json" in man["files"]:
-                idx.texts = read_json(d / "texts.json")
+                idx.texts = read_json(d / "texts.json").get("texts")
         except (RuntimeError, ValueError, OSError) as e:
             raise UserError(f"{directory}: cannot read the index ({str(e).splitlines()[0]})") from None
         idx.ids, idx.labels = list(man["ids"]), list(man["labels"])

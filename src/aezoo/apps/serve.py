@@ -8,7 +8,6 @@ state its searches set (FAISS's flip count for radius look-ups) with a lock. Eve
 4xx with a message in ``detail``; thumbnails are the ones ``aezoo index build`` wrote into the index.
 """
 
-from __future__ import annotations
 
 import io
 import time

@@ -10,7 +10,8 @@ encoder close to its codes. The codebook starts as random encoder outputs of the
 Codes whose decayed assignment count (vectors per batch) falls below ``dead_threshold`` (default 1)
 are restarted on random encoder outputs of the current batch, a remedy for codebook collapse (Dhariwal
 et al. 2020, Jukebox). The quantiser always computes in fp32, also under autocast. In a distributed run
-the batch's counts and sums are summed over ranks, so the codebook follows the global batch.
+the batch's counts and sums are summed over ranks, so the codebook follows the global batch; restarted
+codes are rank 0's picks.
 """
 
 from __future__ import annotations
@@ -113,3 +114,7 @@ class VectorQuantizer(nn.Module):
         self.ema_count[dead] = fresh
         if self.ema:
             self.ema_sum[dead] = flat[pick] * fresh
+        if dist.is_available() and dist.is_initialized():  # every rank restarts alike: rank 0's picks
+            dist.broadcast(self.codebook.data, 0)
+            if self.ema:
+                dist.broadcast(self.ema_sum, 0)

@@ -10,6 +10,7 @@ AEZOO_DIST_TIMEOUT seconds (default 600) for the other ranks.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 from dataclasses import dataclass
@@ -162,6 +163,7 @@ def join() -> Group | None:
         first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         raise UserError(f"could not join the process group at {where} as rank {rank} of {world}: {first}") from None
     _GROUP = Group(rank, world, local, torch.device("cpu"))  # the trainer sets the device it trains on
+    atexit.register(leave)  # one group per process, for every trainer it runs
     return _GROUP
 
 

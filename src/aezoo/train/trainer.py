@@ -279,8 +279,7 @@ class Trainer:
         c = self.config
         if c.threads:
             torch.set_num_threads(c.threads)
-        self._joined = distributed.current() is None and distributed.requested()  # leave at the end of fit()
-        self.dist = distributed.join()
+        self.dist = distributed.join()  # a no-op in one process; joined once per process (left at exit)
         self._bad = None
         self.device = resolve_device(c.device)
         if self.dist is not None:
@@ -374,17 +373,9 @@ class Trainer:
 
     # --- the loop --------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
-        self._joined = False
-        try:
-            self._setup()
-            return self._fit(resume)
-        finally:
-            if self._joined:
-                distributed.leave()
-
-    def _fit(self, resume: bool) -> TrainResult:
         from tqdm import tqdm
 
+        self._setup()
         c = self.config
         if self.run_dir is None and resume:
             raise UserError("resuming needs a run directory")
