@@ -13,8 +13,8 @@ Encoding, decoding and sampling use a moving average of F, G and E. ``arch="mlp"
 model (preset ``pidhorskyi2020-mnist``, also the CPU default); ``arch="style"`` is StyleALAE at 32x32
 (preset ``pidhorskyi2020-mnist-style``, the authors' MNIST network; the CPU default has fewer channels
 for speed). Differences from podgorskiy/ALAE (Apache-2.0, read for facts): D has leaky ReLUs between its
-layers, F gets no gradient in update 3 (as the paper's algorithm), no progressive growing, blur or
-truncation. Pixels are mapped to [-1, 1] inside.
+layers (the authors' linear D measured worse: BENCHMARKS.md), F gets no gradient in update 3 (as the
+paper's algorithm), no progressive growing, blur or truncation. Pixels are mapped to [-1, 1] inside.
 """
 
 from __future__ import annotations
