@@ -5,7 +5,9 @@
 For each model (its CPU default config, Fashion-MNIST), three ways of spending the machine on the same
 global batch (``--batch``): one process with 1 thread, one process with 2 threads, and two processes of
 1 thread each started by ``torchrun`` (batch/2 per process, gloo over loopback). Each trains for
-``--seconds`` (the trainer's time budget; no files written) and reports items/s. In the two-process run
+``--seconds`` (the trainer's time budget; no files written) and reports items/s. Then ``ae`` reads the
+Fashion-MNIST images from one uint8 ``.npy``, into memory (``mmap=false``) or per batch from the mapped
+file (``mmap=true``). In the two-process run
 each rank then times 30 all-reduces of a flat float32 buffer the size of the model's gradients: the
 communication share of a step is that time over the measured step time. Writes
 ``bench/results/distributed.json``; BENCHMARKS.md turns the all-reduce volume into a prediction for N
@@ -33,14 +35,16 @@ from aezoo.apps.runs import build
 from aezoo.train import distributed
 
 model_name, batch, seconds, threads = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+spec = sys.argv[5] if len(sys.argv) > 5 else "fashion-mnist"
 group = distributed.join()
 world = group.world if group else 1
-data = aezoo.data.load("fashion-mnist")
+data = aezoo.data.load(spec)
 model = build(model_name, data, None, [], 0)
 cfg = aezoo.TrainConfig(epochs=None, max_minutes=seconds / 60, batch_size=batch // world, threads=threads,
                         progress=False, log_every=10**9)
 res = aezoo.Trainer(model, data, cfg, None).fit()
-out = {"model": model_name, "processes": world, "threads": threads, "steps": res.step,
+out = {"model": model_name, "data": spec.split("?")[-1] if "?" in spec else "memory", "processes": world,
+       "threads": threads, "steps": res.step,
        "seconds": res.elapsed_s, "items_per_s": res.step * batch / res.elapsed_s,
        "step_ms": 1000 * res.elapsed_s / res.step,
        "grad_numbers": sum(p.numel() for p in model.parameters() if p.requires_grad)}
@@ -60,15 +64,22 @@ distributed.leave()
 """
 
 
+def all_images(ds):
+    """Every item of a dataset's three splits, as one (N, H, W) numpy array."""
+    import numpy as np
+
+    return np.concatenate([ds.train.x.numpy(), ds.val.x.numpy(), ds.test.x.numpy()])[:, 0]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def run(worker: Path, model: str, batch: int, seconds: float, processes: int, threads: int) -> dict:
+def run(worker: Path, model: str, batch: int, seconds: float, processes: int, threads: int, spec: str = "") -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    args = [str(worker), model, str(batch), str(seconds), str(threads)]
+    args = [str(worker), model, str(batch), str(seconds), str(threads)] + ([spec] if spec else [])
     if processes > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}",
                f"--master-port={free_port()}", *args]
@@ -100,6 +111,18 @@ def main() -> None:
                 row = run(worker, model, a.batch, a.seconds, processes, threads)
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
+        # data on disk: the Fashion-MNIST training images as one uint8 .npy, read into memory or per batch
+        import numpy as np
+
+        sys.path.insert(0, str(ROOT / "src"))
+        import aezoo
+
+        npy = Path(tmp) / "fmnist.npy"
+        fm = aezoo.data.load("fashion-mnist")
+        np.save(npy, (all_images(fm) * 255 + 0.5).astype(np.uint8))
+        disk = [run(worker, "ae", a.batch, a.seconds, 1, 2, f"npy:{npy}?mmap={m}") for m in ("false", "true")]
+        for row in disk:
+            print(json.dumps(row), file=sys.stderr, flush=True)
     print("| model | params | 1 proc x 1 thread, items/s | 1 proc x 2 threads | 2 procs x 1 thread | "
           "2 procs / 1x2 | all-reduce ms | step ms (2 procs) | comm share |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -108,6 +131,12 @@ def main() -> None:
         print(f"| {model} | {r11['grad_numbers']:,} | {r11['items_per_s']:,.0f} | {r12['items_per_s']:,.0f} | "
               f"{r21['items_per_s']:,.0f} | {r21['items_per_s'] / r12['items_per_s']:.2f} | "
               f"{r21['allreduce_ms']:.2f} | {r21['step_ms']:.2f} | {r21['comm_share']:.1%} |")
+    print("\n| ae, items from one .npy | items/s (1 process x 2 threads) |")
+    print("|---|---|")
+    for row in disk:
+        print(f"| {'in memory' if row['data'] == 'mmap=false' else 'memory-mapped, gathered per batch'} | "
+              f"{row['items_per_s']:,.0f} |")
+    rows += disk
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_suffix(".json.tmp")

@@ -66,7 +66,7 @@ def build_index(run_dir: str, data_spec: str | None, out: str, split: str = "tra
             index.add(b, ids, labels, c if rerank else None)
         # what a page shows of each item (aezoo serve): thumbnails or texts, and the map of the codes
         if dataset.kind == "image" and dataset.shape[0] in (1, 3):
-            index.set_records(thumbs=torch.cat([dataset.split(name).x for name in names]))
+            index.set_records(thumbs=torch.cat([dataset.split(name).x[:] for name in names]))
         elif dataset.kind == "text" and "texts" in dataset.meta:
             from ..data.text import read_documents
 

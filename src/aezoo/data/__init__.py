@@ -7,8 +7,11 @@ A spec is ``KIND``, ``KIND:PATH`` or either followed by ``?option=value&option=v
 ``mnist``            MNIST IDX files
 ``digits``           scikit-learn's 8x8 digits
 ``lines``            ACAI's synthetic lines; options ``n`` (train+val items), ``test``, ``size``, ``seed``
-``folder:PATH``      images below PATH; options ``size`` (``32`` or ``HxW``), ``grey`` (true/false)
-``npy:PATH``         one array of items; option ``kind`` (image/vector)
+``folder:PATH``      images below PATH; options ``size`` (``32`` or ``HxW``), ``grey`` (true/false), ``lazy``
+                     (true/false: decode training images per batch; default: when they would not fit in half
+                     the free memory), ``cache`` (an .npy file: decode them once into it, then read it per batch)
+``npy:PATH``         one array of items; options ``kind`` (image/vector), ``mmap`` (true/false: training items
+                     read from disk per batch; default: when they would not fit in half the free memory)
 ``npz:PATH``         arrays x [, y, x_test, y_test]; option ``kind``
 ``csv:PATH``         numeric table; options ``label`` (column name or number), ``header`` (auto/yes/no)
 ``text:PATH``        documents as word counts (:mod:`aezoo.data.text`); option ``vocab`` (words kept)
@@ -36,6 +39,7 @@ from typing import Callable
 
 from ..errors import UserError
 from .base import Dataset, Split, batches, bernoulli, num_batches
+from .mapped import MappedItems
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,8 @@ def _binarize(ds: Dataset, raw: str) -> None:
     if threshold is not None:
         for name in ("train", "val", "test"):
             sp = getattr(ds, name)
-            setattr(ds, name, Split((sp.x > threshold).float(), sp.y, sp.ids))
+            x = sp.x.binarized(threshold) if isinstance(sp.x, MappedItems) else (sp.x > threshold).float()
+            setattr(ds, name, Split(x, sp.y, sp.ids))
         return
     ds.train = Split(ds.train.x, ds.train.y, ds.train.ids, dynamic_binarize=True)
     for name, seed in (("val", 1), ("test", 2)):  # fixed draws: every load, every model sees the same
@@ -202,14 +207,17 @@ def _lines(s: Spec, data_dir, progress, vocabulary) -> Dataset:
 def _folder(s: Spec, data_dir, progress, vocabulary) -> Dataset:
     from .files import load_folder
 
-    return load_folder(s.path, _size(s.options.get("size")), _bool(s.options.get("grey")))
+    o = s.options
+    return load_folder(s.path, _size(o.get("size")), _bool(o.get("grey")), _bool(o.get("lazy")), o.get("cache"))
 
 
 def _array(s: Spec, data_dir, progress, vocabulary) -> Dataset:
     from . import files
 
     kind = _choice(s.options.get("kind"), ("image", "vector"), "kind")
-    return (files.load_npy if s.kind == "npy" else files.load_npz)(s.path, kind)
+    if s.kind == "npy":
+        return files.load_npy(s.path, kind, _bool(s.options.get("mmap")))
+    return files.load_npz(s.path, kind)
 
 
 def _csv(s: Spec, data_dir, progress, vocabulary) -> Dataset:
@@ -231,8 +239,8 @@ register_source("digits", "scikit-learn's 8x8 digits", _digits)
 register_source("lines", "ACAI's synthetic 32x32 lines (generated, seeded)", _lines,
                 options={"n", "test", "size", "seed"})
 register_source("folder", "folder:PATH, image files (sub-folders give labels)", _folder, needs_path=True,
-                options={"size", "grey"})
-register_source("npy", "npy:PATH, an array of items", _array, needs_path=True, options={"kind"})
+                options={"size", "grey", "lazy", "cache"})
+register_source("npy", "npy:PATH, an array of items", _array, needs_path=True, options={"kind", "mmap"})
 register_source("npz", "npz:PATH, arrays x, y, x_test, y_test", _array, needs_path=True, options={"kind"})
 register_source("csv", "csv:PATH, a numeric table", _csv, needs_path=True, options={"label", "header"})
 register_source("text", "text:PATH, documents (JSON lines, .txt folder or one per line) as word counts", _text,

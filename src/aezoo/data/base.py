@@ -20,7 +20,7 @@ class Split:
     used by search results; by default the item's position, e.g. ``"train/12"``). With
     ``dynamic_binarize``, ``x`` holds grey values and :func:`batches` draws binary items from them."""
 
-    x: torch.Tensor
+    x: torch.Tensor  # or, for a training split left on disk, a MappedItems (indexing it gives tensors)
     y: torch.Tensor | None = None
     ids: list[str] | None = None
     dynamic_binarize: bool = False  # binarise afresh each time an item is batched (IWAE, NVAE)
@@ -30,7 +30,8 @@ class Split:
 
     def head(self, n: int) -> "Split":
         """The first n items."""
-        return Split(self.x[:n], None if self.y is None else self.y[:n], None if self.ids is None else self.ids[:n],
+        x = self.x.head(n) if hasattr(self.x, "head") else self.x[:n]  # items on disk stay there
+        return Split(x, None if self.y is None else self.y[:n], None if self.ids is None else self.ids[:n],
                      self.dynamic_binarize)
 
     def __len__(self) -> int:

@@ -38,13 +38,18 @@ def read_image(path, size: tuple[int, int] | None, grey: bool, name: str | None 
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
-def load_folder(path: str, size: tuple[int, int] | None = None, grey: bool | None = None) -> Dataset:
+def load_folder(path: str, size: tuple[int, int] | None = None, grey: bool | None = None, lazy: bool | None = None,
+                cache: str | None = None) -> Dataset:
     """Every image below ``path``. Images in sub-folders are labelled by the sub-folder's name.
 
     Without ``size`` all images must share one size. ``grey`` defaults to True when every image is
-    single-channel.
+    single-channel. ``lazy`` (default: when the decoded images would take more than half the memory the
+    process may still use): decode the training images per batch. ``cache``: decode them once into this
+    ``.npy`` file (reused while the files are unchanged) and read it per batch.
     """
     from PIL import Image
+
+    from .mapped import ArrayRows, FileRows, available_memory, mapped_dataset
 
     root = _exists(path, "folder")
     if not root.is_dir():
@@ -52,34 +57,73 @@ def load_folder(path: str, size: tuple[int, int] | None = None, grey: bool | Non
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise UserError(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+    modes, sizes = [], []
+    for f in files:  # headers only: nothing is decoded yet
+        try:
+            with Image.open(f) as im:
+                modes.append(im.mode)
+                sizes.append(im.size)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise UserError(f"{f}: cannot read the image ({e})") from None
     if grey is None:
-        grey = True
-        for f in files:
-            try:
-                with Image.open(f) as im:
-                    if im.mode not in ("L", "1", "I;16", "I", "F", "LA"):
-                        grey = False
-                        break
-            except OSError as e:
-                raise UserError(f"{f}: cannot read the image ({e})") from None
-    images = [read_image(f, size, grey) for f in files]
-    shapes = {im.shape for im in images}
-    if len(shapes) > 1:
-        first = images[0].shape
-        other = next(f for f, im in zip(files, images) if im.shape != first)
-        raise UserError(
-            f"{path}: mixed image sizes ({files[0].name} is {first[2]}x{first[1]}, {other.name} is "
-            f"{images[files.index(other)].shape[2]}x{images[files.index(other)].shape[1]}); "
-            "resize them with ?size=HxW in the spec"
-        )
-    x = np.stack(images)
+        grey = all(m in ("L", "1", "I;16", "I", "F", "LA") for m in modes)
+    if size is None:
+        other = next((i for i, s in enumerate(sizes) if s != sizes[0]), None)
+        if other is not None:
+            raise UserError(f"{path}: mixed image sizes ({files[0].name} is {sizes[0][0]}x{sizes[0][1]}, "
+                            f"{files[other].name} is {sizes[other][0]}x{sizes[other][1]}); "
+                            "resize them with ?size=HxW in the spec")
+        size = (sizes[0][1], sizes[0][0])
     rel_dirs = [f.parent.relative_to(root).as_posix() for f in files]
     if all(d != "." for d in rel_dirs) and len(set(rel_dirs)) > 1:
         classes = sorted(set(rel_dirs))
         y = np.array([classes.index(d) for d in rel_dirs], np.int64)
     else:
         classes, y = None, None
-    return make_dataset(f"folder:{path}", "image", x, y, classes=classes, meta={"files": [str(f) for f in files]})
+    spec, meta = f"folder:{path}", {"files": [str(f) for f in files]}
+    if cache is not None:
+        array = _image_cache(files, size, grey, Path(cache))
+        return mapped_dataset(spec, "image", ArrayRows(array, "nhwc", 255.0), y, classes, meta)
+    decoded = len(files) * (1 if grey else 3) * size[0] * size[1] * 4
+    if lazy is None:
+        lazy = decoded > available_memory() // 2
+    if lazy:
+        return mapped_dataset(spec, "image", FileRows(files, size, grey), y, classes, meta)
+    x = np.stack([read_image(f, size, grey) for f in files])
+    return make_dataset(spec, "image", x, y, classes=classes, meta=meta)
+
+
+def _image_cache(files: list[Path], size: tuple[int, int], grey: bool, cache: Path) -> np.ndarray:
+    """The images as one (N, H, W, C) uint8 array in ``cache`` (memory-mapped), written once, one image at
+    a time; ``cache`` + ``.json`` records the files it was made from, so a changed folder remakes it."""
+    import json
+
+    from ..io import atomic_path, write_json
+
+    if cache.suffix != ".npy":
+        raise UserError(f"cache={cache}: the cache is an .npy file")
+    stamp = {"files": [str(f.resolve()) for f in files], "stat": [[f.stat().st_size, f.stat().st_mtime_ns] for f in files],
+             "size": list(size), "grey": grey}
+    sidecar = cache.with_name(cache.name + ".json")
+    try:
+        if cache.is_file() and sidecar.is_file() and json.loads(sidecar.read_text()) == stamp:
+            return np.load(cache, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        pass  # an unreadable cache is made again
+    channels = 1 if grey else 3
+    try:
+        with atomic_path(cache) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), *size, channels))
+            for i, f in enumerate(files):
+                out[i] = (read_image(f, size, grey) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)
+            out.flush()
+            del out
+        write_json(sidecar, stamp)
+    except OSError as e:
+        from ..io import cannot_write
+
+        raise cannot_write(cache, e) from None
+    return np.load(cache, mmap_mode="r", allow_pickle=False)
 
 
 def _as_items(x: np.ndarray, where: str, kind: str | None) -> tuple[np.ndarray, str]:
@@ -125,17 +169,34 @@ def _labels(y, n: int, where: str) -> np.ndarray | None:
     return y.astype(np.int64)
 
 
-def load_npy(path: str, kind: str | None = None) -> Dataset:
+def load_npy(path: str, kind: str | None = None, mmap: bool | None = None) -> Dataset:
+    """An array of items. ``mmap`` (default: when its items as float32 would take more than half the
+    memory this process may use): keep the training split on disk, read per batch (:mod:`.mapped`)."""
+    from .mapped import ArrayRows, available_memory, mapped_dataset, mapped_layout
+
     p = _exists(path, "file")
     try:
-        x = np.load(p, allow_pickle=False)
+        try:  # the header alone first: shape and type decide where the items go
+            x = np.load(p, allow_pickle=False, mmap_mode="r")
+        except (ValueError, OSError):  # what numpy cannot map (an empty array, an object array): read it whole
+            x = np.load(p, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise UserError(f"{path}: not a readable .npy file ({e})") from None
     if not isinstance(x, np.ndarray):  # np.load opens a zip archive as an .npz, whatever the name
         x.close()
         raise UserError(f"{path}: an .npz archive, not an .npy array; use npz:{path}")
-    x, kind = _as_items(x, path, kind)
-    return make_dataset(f"npy:{path}", kind, x, None)
+    decoded = x.size * 4
+    if mmap is None:
+        mmap = isinstance(x, np.memmap) and decoded > available_memory() // 2
+    if mmap and isinstance(x, np.memmap):
+        layout, scale, kind = mapped_layout(x, path, kind)
+        return mapped_dataset(f"npy:{path}", kind, ArrayRows(x, layout, scale))
+    try:
+        x, kind = _as_items(np.array(x), path, kind)
+        return make_dataset(f"npy:{path}", kind, x, None)
+    except MemoryError:
+        raise UserError(f"{path}: the items do not fit in memory ({decoded / 2**30:.1f} GB as float32); train "
+                        f"from disk with npy:{path}?mmap=true") from None
 
 
 _X_KEYS = ("x", "X", "data", "images", "x_train", "arr_0")
