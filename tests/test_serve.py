@@ -238,7 +238,7 @@ def test_the_page_in_headless_chromium_types_uploads_and_clicks(indexes, tmp_pat
                     break
             time.sleep(0.1)
         driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-        wait = WebDriverWait(driver, 20)
+        wait = WebDriverWait(driver, 60)
         driver.get(f"http://127.0.0.1:{port}/")
         wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "ready"))
         assert "1,797 items" in driver.find_element(By.ID, "facts").text

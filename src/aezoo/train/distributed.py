@@ -163,13 +163,19 @@ def join() -> Group | None:
         first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         raise UserError(f"could not join the process group at {where} as rank {rank} of {world}: {first}") from None
     _GROUP = Group(rank, world, local, torch.device("cpu"))  # the trainer sets the device it trains on
-    atexit.register(leave)  # one group per process, for every trainer it runs
+    atexit.register(leave, False)  # one group per process, for every trainer it runs
     return _GROUP
 
 
-def leave() -> None:
-    """Leave the process group (at the end of a command)."""
+def leave(wait: bool = True) -> None:
+    """Leave the process group (at the end of a command). ``wait``: first meet the other ranks (at most
+    30 s), so that no rank tears down connections another is still reading from; skipped on errors."""
     global _GROUP
     if _GROUP is not None and dist.is_initialized():
+        if wait:
+            try:
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=30))
+            except (RuntimeError, dist.DistError):
+                pass  # another rank is gone: leave anyway
         dist.destroy_process_group()
     _GROUP = None
