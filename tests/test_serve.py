@@ -260,6 +260,8 @@ def test_the_page_in_headless_chromium_types_uploads_and_clicks(indexes, tmp_pat
         second.click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "status"), f"for item {clicked}"))
         assert driver.find_element(By.ID, "q").get_property("value") == clicked
+        shot = os.environ.get("AEZOO_SCREENSHOT")  # README's picture: AEZOO_SCREENSHOT=docs/serve.png
+        driver.save_screenshot(shot or str(tmp_path / "page.png"))
         # a bad query shows the server's message, not a crash
         driver.find_element(By.ID, "mode-r").click()
         radius = driver.find_element(By.ID, "radius")
@@ -268,8 +270,6 @@ def test_the_page_in_headless_chromium_types_uploads_and_clicks(indexes, tmp_pat
         driver.find_element(By.ID, "search").click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "radius"))
         assert "error" in driver.find_element(By.ID, "status").get_attribute("class")
-        shot = os.environ.get("AEZOO_SCREENSHOT")  # README's picture: AEZOO_SCREENSHOT=docs/serve.png
-        driver.save_screenshot(shot or str(tmp_path / "page.png"))
     finally:
         if driver is not None:
             driver.quit()
