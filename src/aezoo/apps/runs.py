@@ -77,7 +77,7 @@ def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset
             trainer.fit(resume=resume)
             return finish_run(model, dataset, out_dir, eval_options, cfg.progress) if main else None
     finally:
-        distributed.leave(wait=sys.exc_info()[0] is None)
+        distributed.leave(wait=not isinstance(sys.exc_info()[1], distributed.PeerLost))
 
 
 def _prepare(model_name, data_spec, out_dir: Path, preset, model_overrides, train_overrides, train_sets, resume: bool,

@@ -163,13 +163,14 @@ def join() -> Group | None:
         first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         raise UserError(f"could not join the process group at {where} as rank {rank} of {world}: {first}") from None
     _GROUP = Group(rank, world, local, torch.device("cpu"))  # the trainer sets the device it trains on
-    atexit.register(leave, False)  # one group per process, for every trainer it runs
+    atexit.register(leave)  # one group per process, for every trainer it runs
     return _GROUP
 
 
 def leave(wait: bool = True) -> None:
-    """Leave the process group (at the end of a command). ``wait``: first meet the other ranks (at most
-    30 s), so that no rank tears down connections another is still reading from; skipped on errors."""
+    """Leave the process group (at the end of a command, and at exit). ``wait``: first meet the other ranks
+    (at most 30 s), so that no rank tears down connections another is still reading from (gloo aborts the
+    process then); skipped when a rank is known to be gone."""
     global _GROUP
     if _GROUP is not None and dist.is_initialized():
         if wait:
