@@ -189,10 +189,10 @@ def test_added_and_removed_items_keep_their_records_aligned(indexes, tmp_path):
     n = len(back)
     assert back.thumbs.shape == (n, 8, 8, 1) and back.map.shape == (n, 2)
     for name, k in (("new/0", 0), ("new/2", 2)):
-        pos = back._pos[name]
+        pos = back.position(name)
         assert np.array_equal(back.thumbs[pos], thumbs[k]) and back.record(name)["label"] == "xyz"[k]
-        np.testing.assert_allclose(back.map[pos], back._project(back.codes[pos:pos + 1])[0], rtol=1e-5)
-    assert "train/0" not in back._pos and "new/1" not in back._pos
+        np.testing.assert_allclose(back.map[pos], back.project(back.codes[pos:pos + 1])[0], rtol=1e-5)
+    assert "train/0" not in back and "new/1" not in back
     with pytest.raises(aezoo.errors.UserError, match="pass thumbs="):
         back.add(rng.random((1, 16)) < 0.5, ["new/9"], continuous=np.zeros((1, 16), np.float32))
     text = HashIndex.load(indexes / "text")

@@ -82,6 +82,7 @@ class Result:
     labels: list[str | None]
     hamming: list[int]
     rerank_distance: list[float] | None = None
+    positions: list[int] | None = None  # the items' places in the index (its ids, labels, records)
 
 
 class HashIndex:
@@ -165,7 +166,7 @@ class HashIndex:
         if self.keep_continuous:
             self.continuous = np.concatenate([self.continuous, cont.astype(np.float32)])
         if self.map_axes is not None:
-            self.map = np.concatenate([self.map, self._project(packed)])
+            self.map = np.concatenate([self.map, self.project(packed)])
         start = len(self.ids)
         self.codes = np.concatenate([self.codes, packed])
         self.ids += ids
@@ -206,17 +207,16 @@ class HashIndex:
             axes = np.zeros((2, self.bits), np.float32)
             axes[: len(vt[:2])] = vt[:2]
             self.map_axes = np.concatenate([mean[None], axes]).astype(np.float32)
-            self.map = self._project(self.codes)
+            self.map = self.project(self.codes)
 
-    def _project(self, packed: np.ndarray) -> np.ndarray:
+    def project(self, packed: np.ndarray) -> np.ndarray:
+        """Places on the map (N, 2) of packed codes (N, b/8)."""
         signs = unpack_bits(packed, self.bits).astype(np.float32) * 2 - 1
         return ((signs - self.map_axes[0]) @ self.map_axes[1:].T).astype(np.float32)
 
     def record(self, item_id: str) -> dict:
         """What the index knows of an item: id, label, text (when it shows texts), map position."""
-        if str(item_id) not in self._pos:
-            raise UserError(f"no item with id {item_id!r} in the index")
-        n = self._pos[str(item_id)]
+        n = self.position(item_id)
         out = {"id": self.ids[n], "label": self.labels[n], "thumbnail": self.thumbs is not None}
         if self.texts is not None:
             out["text"] = self.texts[n]
@@ -254,11 +254,18 @@ class HashIndex:
         return len(gone)
 
     # --- searching --------------------------------------------------------------------------------
-    def code_of(self, item_id: str) -> tuple[np.ndarray, np.ndarray | None]:
-        """The packed code (1, b/8) of an indexed item and its continuous code (1, b) when kept."""
+    def __contains__(self, item_id) -> bool:
+        return str(item_id) in self._pos
+
+    def position(self, item_id: str) -> int:
+        """Where an indexed item sits (its row in codes, ids, labels and records)."""
         if str(item_id) not in self._pos:
             raise UserError(f"no item with id {item_id!r} in the index")
-        n = self._pos[str(item_id)]
+        return self._pos[str(item_id)]
+
+    def code_of(self, item_id: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """The packed code (1, b/8) of an indexed item and its continuous code (1, b) when kept."""
+        n = self.position(item_id)
         return self.codes[n : n + 1], None if self.continuous is None else self.continuous[n : n + 1]
 
     def _prepare(self, query) -> np.ndarray:
@@ -335,7 +342,7 @@ class HashIndex:
             dist, pos = dist[:limit], pos[:limit]
             rd = None if rd is None else rd[:limit]
         return Result([self.ids[p] for p in pos], [self.labels[p] for p in pos], [int(d) for d in dist],
-                      None if rd is None else [float(x) for x in rd])
+                      None if rd is None else [float(x) for x in rd], [int(p) for p in pos])
 
     def memory_bytes(self) -> int:
         """Bytes of the FAISS index as serialised (its in-memory size, to within a few headers)."""

@@ -93,16 +93,21 @@ def create_app(index_dir: str | Path):
             res = index.radius_search(bits, radius, rerank=cq, limit=MAX_RESULTS)[0]
         else:
             res = index.search(bits, k, rerank=cq)[0]
-        pos = [index._pos[i] for i in res.ids]
         results = [entry(p, h, None if res.rerank_distance is None else res.rerank_distance[n])
-                   for n, (p, h) in enumerate(zip(pos, res.hamming))]
+                   for n, (p, h) in enumerate(zip(res.positions, res.hamming))]
         packed = bits if bits.dtype == np.uint8 else pack_bits(bits)
         out = {"query": query, "code": "".join("1" if b else "0" for b in np.unpackbits(
             packed[0], count=index.bits, bitorder="little")), "results": results,
             "took_ms": round(1000 * (time.perf_counter() - t), 3)}
         if index.map_axes is not None:
-            out["map"] = [round(float(v), 4) for v in index._project(packed)[0]]
+            out["map"] = [round(float(v), 4) for v in index.project(packed)[0]]
         return out
+
+    def known(item_id: str) -> int:
+        """The item's position in the index; an unknown id is a 404."""
+        if item_id not in index:
+            raise HTTPException(404, f"no item with id {item_id!r} in the index")
+        return index.position(item_id)
 
     def encoded(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         b, c = encode_codes(model, x)
@@ -119,7 +124,7 @@ def create_app(index_dir: str | Path):
     @app.get("/api/items/{item_id:path}/thumbnail.png", summary="An indexed image's thumbnail (PNG)",
              responses={200: {"content": {"image/png": {}}}})
     def thumbnail(item_id: str):
-        pos = _position(index, item_id, HTTPException)
+        pos = known(item_id)
         if index.thumbs is None:
             raise HTTPException(404, "this index keeps no thumbnails (it was built from text or vectors)")
         from PIL import Image
@@ -131,7 +136,7 @@ def create_app(index_dir: str | Path):
 
     @app.get("/api/items/{item_id:path}", summary="An indexed item's record")
     def item(item_id: str):
-        _position(index, item_id, HTTPException)
+        known(item_id)
         rec = index.record(item_id)
         if rec.pop("thumbnail"):
             rec["thumbnail"] = f"/api/items/{_quote(item_id)}/thumbnail.png"
@@ -153,7 +158,7 @@ def create_app(index_dir: str | Path):
         if len(given) != 1:
             raise HTTPException(422, "give exactly one of text, item or code (images: POST /api/search/image)")
         if req.item is not None:
-            _position(index, req.item, HTTPException)
+            known(req.item)
             bits, cont = index.code_of(req.item)
             return run(bits, cont, req.k, req.radius, req.rerank, {"item": req.item})
         if req.code is not None:
@@ -200,12 +205,6 @@ def _quote(item_id: str) -> str:
     from urllib.parse import quote
 
     return quote(item_id, safe="")
-
-
-def _position(index: HashIndex, item_id: str, http_error) -> int:
-    if item_id not in index._pos:
-        raise http_error(404, f"no item with id {item_id!r} in the index")
-    return index._pos[item_id]
 
 
 def lock_free_threads() -> None:

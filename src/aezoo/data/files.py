@@ -126,34 +126,55 @@ def _image_cache(files: list[Path], size: tuple[int, int], grey: bool, cache: Pa
     return np.load(cache, mmap_mode="r", allow_pickle=False)
 
 
-def _as_items(x: np.ndarray, where: str, kind: str | None) -> tuple[np.ndarray, str]:
-    """Arrays to (N, C, H, W) images in [0, 1] or (N, D) vectors, by shape and dtype (or ``kind``)."""
+def item_layout(x: np.ndarray, where: str, kind: str | None) -> tuple[str, str]:
+    """(layout, kind) of an array of items, by shape and dtype (or ``kind``): ``vector`` (N, D), or images
+    ``nhw``, ``nhwc`` (channels last) or ``nchw``. Reads the shape and type only (a mapped array stays on disk)."""
     if x.dtype == object or np.iscomplexobj(x) or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise UserError(f"{where}: array of {x.dtype} is not real numbers")
     if x.ndim < 2:
         raise UserError(f"{where}: expected an array of items (N, ...), got shape {x.shape}")
     if x.size == 0:
         raise UserError(f"{where}: the array has no values (shape {x.shape})")
-    check_finite(x, where)
-    if kind is None:
-        kind = "vector" if x.ndim == 2 else "image"
+    kind = kind or ("vector" if x.ndim == 2 else "image")
     if kind == "vector":
-        return x.reshape(len(x), -1).astype(np.float32), "vector"
+        return "vector", kind
     if x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
-        x = x.transpose(0, 3, 1, 2)  # channels-last to (N, C, H, W)
-    elif x.ndim != 4:
-        raise UserError(f"{where}: images must be (N, H, W) or (N, H, W, C) or (N, C, H, W), got {x.shape}")
-    if x.dtype == np.uint8:
-        return x.astype(np.float32) / 255.0, "image"
+        return "nhw", kind
+    if x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        return "nhwc", kind
+    if x.ndim == 4:
+        return "nchw", kind
+    raise UserError(f"{where}: images must be (N, H, W) or (N, H, W, C) or (N, C, H, W), got {x.shape}")
+
+
+def arrange(x: np.ndarray, layout: str, divisor: float) -> np.ndarray:
+    """Raw items of ``layout`` as float32 (N, D) vectors or (N, C, H, W) images, divided by ``divisor``
+    (255 for uint8 images)."""
     x = x.astype(np.float32)
-    if x.min() < 0 or x.max() > 1:
-        raise UserError(
-            f"{where}: image values must lie in [0, 1] (found {x.min():g}..{x.max():g}); "
-            "scale them, store uint8, or add ?kind=vector"
-        )
-    return x, "image"
+    if divisor != 1.0:
+        x /= divisor
+    if layout == "vector":
+        return x.reshape(len(x), -1)
+    if layout == "nhw":
+        return x[:, None]
+    if layout == "nhwc":
+        return x.transpose(0, 3, 1, 2)
+    return x
+
+
+def image_range_error(where: str, lo: float, hi: float) -> UserError:
+    return UserError(f"{where}: image values must lie in [0, 1] (found {lo:g}..{hi:g}); "
+                     "scale them, store uint8, or add ?kind=vector")
+
+
+def _as_items(x: np.ndarray, where: str, kind: str | None) -> tuple[np.ndarray, str]:
+    """Arrays to (N, C, H, W) images in [0, 1] or (N, D) vectors, by shape and dtype (or ``kind``)."""
+    layout, kind = item_layout(x, where, kind)
+    check_finite(x, where)
+    x = arrange(x, layout, 255.0 if kind == "image" and x.dtype == np.uint8 else 1.0)
+    if kind == "image" and (x.min() < 0 or x.max() > 1):
+        raise image_range_error(where, float(x.min()), float(x.max()))
+    return x, kind
 
 
 def _labels(y, n: int, where: str) -> np.ndarray | None:

@@ -45,21 +45,15 @@ class MappedItems:
         return len(self.rows)
 
     def _read(self, rows: np.ndarray) -> torch.Tensor:
+        from .files import arrange
+
         order = np.argsort(rows, kind="stable")  # read in file order, then put back in the asked order
         raw = np.asarray(self.array[rows[order]])
         back = np.empty_like(raw)
         back[order] = raw
-        x = back.astype(np.float32)
-        if self.scale != 1.0:
-            x /= self.scale  # a division, as the in-memory path does: the same float32 values
+        x = arrange(back, self.layout, self.scale)  # as the in-memory path: the same float32 values
         if self.threshold is not None:
             x = (x > self.threshold).astype(np.float32)
-        if self.layout == "vector":
-            x = x.reshape(len(x), -1)
-        elif self.layout == "nhw":
-            x = x[:, None]
-        elif self.layout == "nhwc":
-            x = x.transpose(0, 3, 1, 2)
         return torch.from_numpy(np.ascontiguousarray(x))
 
     def __getitem__(self, key) -> torch.Tensor:
@@ -94,25 +88,11 @@ class MappedItems:
 
 
 def mapped_layout(x: np.ndarray, where: str, kind: str | None) -> tuple[str, float, str]:
-    """(layout, scale, kind) of a memory-mapped array, checked chunk by chunk as :func:`files._as_items`
-    checks one in memory (same rules, same messages)."""
-    if x.dtype == object or np.iscomplexobj(x) or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise UserError(f"{where}: array of {x.dtype} is not real numbers")
-    if x.ndim < 2:
-        raise UserError(f"{where}: expected an array of items (N, ...), got shape {x.shape}")
-    if x.size == 0:
-        raise UserError(f"{where}: the array has no values (shape {x.shape})")
-    kind = kind or ("vector" if x.ndim == 2 else "image")
-    if kind == "vector":
-        layout = "vector"
-    elif x.ndim == 3:
-        layout = "nhw"
-    elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
-        layout = "nhwc"
-    elif x.ndim == 4:
-        layout = "nchw"
-    else:
-        raise UserError(f"{where}: images must be (N, H, W) or (N, H, W, C) or (N, C, H, W), got {x.shape}")
+    """(layout, scale, kind) of a memory-mapped array: :func:`files.item_layout`'s rules, and the values
+    checked chunk by chunk as :func:`files._as_items` checks them in memory."""
+    from .files import image_range_error, item_layout
+
+    layout, kind = item_layout(x, where, kind)
     scale = 255.0 if kind == "image" and x.dtype == np.uint8 else 1.0  # the divisor of the raw values
     lo, hi = np.inf, -np.inf
     for i in range(0, len(x), CHUNK):
@@ -121,8 +101,7 @@ def mapped_layout(x: np.ndarray, where: str, kind: str | None) -> tuple[str, flo
             raise UserError(f"{where}: value(s) are NaN or infinite (rows {i}..{i + len(part) - 1}); clean the data first")
         lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
     if kind == "image" and scale == 1.0 and (lo < 0 or hi > 1):
-        raise UserError(f"{where}: image values must lie in [0, 1] (found {lo:g}..{hi:g}); "
-                        "scale them, store uint8, or add ?kind=vector")
+        raise image_range_error(where, lo, hi)
     return layout, scale, kind
 
 

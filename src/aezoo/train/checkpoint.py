@@ -33,7 +33,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizers: dict, state:
                     scalars[f"{pid}.{key}"] = value
         opt_meta[name] = {"param_groups": sd["param_groups"], "scalars": scalars}
     tensors["rng.cpu"] = torch.get_rng_state()
-    for rank, st in list(enumerate(rank_rng or []))[1:]:
+    for rank, st in enumerate((rank_rng or [])[1:], start=1):
         tensors[f"rng.cpu.rank{rank}"] = st
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
