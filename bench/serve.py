@@ -7,7 +7,9 @@ Two indexes, each built from a ``hash`` model trained for ``--train-minutes`` (3
 otherwise): Fashion-MNIST (the 60,000 training images) and the Debian package descriptions of
 ``../shared/data`` (text). Each is served by ``aezoo serve`` in its own process (uvicorn, one worker), and a
 load generator in this process keeps N clients busy for ``--seconds`` each, every client a thread with its
-own keep-alive connection, sending k = 10 queries: text queries (the first 8 words of held-out documents,
+own keep-alive connection (wrk, from Debian's package of that name, when installed: a C load generator
+that costs the server's machine far less than Python clients; else Python threads with httpx), sending
+k = 10 queries: text queries (the first 8 words of held-out documents,
 those with at least one word of the model's vocabulary) on the text index, item queries on the image index. Reported per level: requests/s, p50 and p99 latency,
 errors. "library" is the same queries through :mod:`aezoo.apps.index` in one thread (encode, then search)
 with no HTTP. The load generator shares the machine's 2 cores with the server, as a client on the same
@@ -20,6 +22,7 @@ import argparse
 import gzip
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -87,6 +90,44 @@ def load(port: int, bodies: list[dict], clients: int, seconds: float) -> dict:
             "p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))]}
 
 
+WRK_SCRIPT = """
+local bodies = %s
+local i = 0
+function init(args) i = tonumber(args[1]) or 0 end
+function request()
+  i = i + 1
+  return wrk.format("POST", "/api/search", {["Content-Type"] = "application/json"}, bodies[(i %% #bodies) + 1])
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%d %%d %%d %%d\\n", summary.requests, summary.duration,
+    e.status + e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def load_wrk(port: int, bodies: list[dict], clients: int, seconds: float) -> dict:
+    """The same load from wrk: ``clients`` keep-alive connections on up to 2 threads; a non-2xx answer or a
+    socket error is an error."""
+    import httpx
+
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as h:  # answers checked, then timed
+        for body in bodies[:20]:
+            r = h.post("/api/search", json=body)
+            assert r.status_code == 200 and len(r.json()["results"]) == body["k"], r.text[:200]
+    lua = "{" + ",".join(json.dumps(json.dumps(b)) for b in bodies) + "}"
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_SCRIPT % lua)
+    try:
+        r = subprocess.run(["wrk", f"-t{min(2, clients)}", f"-c{clients}", f"-d{seconds}s", "-s", f.name,
+                            f"http://127.0.0.1:{port}/api/search"], capture_output=True, text=True, check=True)
+    finally:
+        os.unlink(f.name)
+    n, us, errors, p50, p99 = map(int, next(ln for ln in r.stdout.splitlines() if ln.startswith("RESULT")).split()[1:])
+    return {"clients": clients, "requests": n, "rps": n / (us / 1e6), "errors": errors, "p50_ms": p50 / 1000,
+            "p99_ms": p99 / 1000, "load": "wrk"}
+
+
 def library_rate(index_dir: Path, bodies: list[dict], seconds: float) -> float:
     import torch
 
@@ -113,6 +154,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="per concurrency level")
     ap.add_argument("--clients", default="1,8,64")
     ap.add_argument("--train-minutes", type=float, default=1.0)
+    ap.add_argument("--client", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python",
+                    help="load generator (default: wrk when installed)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve.json"))
     a = ap.parse_args()
     from aezoo.env import machine_info
@@ -143,9 +186,10 @@ def main() -> None:
                         if s.connect_ex(("127.0.0.1", port)) == 0:
                             break
                     time.sleep(0.1)
-                load(port, bodies, 4, 2.0)  # warm-up
+                gen = load_wrk if a.client == "wrk" else load
+                gen(port, bodies, 4, 2.0)  # warm-up
                 for clients in map(int, a.clients.split(",")):
-                    row = {"index": name, **load(port, bodies, clients, a.seconds)}
+                    row = {"index": name, **gen(port, bodies, clients, a.seconds)}
                     rows.append(row)
                     print(json.dumps(row), file=sys.stderr, flush=True)
             finally:

@@ -88,12 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_reconstruct)
 
-    p = sub.add_parser("denoise", help="denoise image files or a corrupted test split",
-                       description="Denoise image files of any size (overlapping patches, blended) into --out DIR, "
-                                   "or, with --data and --noise, corrupt a split and show corrupted / restored / clean.")
-    p.add_argument("run_dir", help="a run of 'aezoo train dae'")
-    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files")
-    p.add_argument("--out", required=True, help="output folder")
+    p = sub.add_parser("denoise", help="denoise photographs or image files (shipped model), or a corrupted test split",
+                       description="Denoise image files of any size with the shipped photo denoiser, or with the model of "
+                                   "RUN_DIR when one is given first; or, with --data and --noise, corrupt a split and "
+                                   "show corrupted / restored / clean.")
+    p.add_argument("inputs", nargs="*", metavar="[RUN_DIR] INPUT",
+                   help="image files; first, optionally, a run of 'aezoo train photo' or 'aezoo train dae'")
+    p.add_argument("--out", required=True, help="output folder, or with one input an image file (.png, .jpg)")
+    p.add_argument("--sigma", type=float, help="photo models: the noise's standard deviation on the 0-255 scale "
+                                               "(default: estimated from each picture); higher smooths more")
     p.add_argument("--data", help="instead of files: a dataset spec whose split is corrupted and restored")
     p.add_argument("--noise", help="corruption applied first, e.g. gaussian:0.2 or salt-pepper:0.1 "
                                    "(with --data: default the model's own)")
@@ -103,13 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_denoise)
 
-    p = sub.add_parser("inpaint", help="fill in the holes of an image",
-                       description="Fill the pixels marked by --mask (white = missing) or --box X,Y,W,H; the "
-                                   "other pixels are kept exactly. With --data, random holes in a split.")
-    p.add_argument("run_dir", help="a run of 'aezoo train dae --set corruption=boxes:0.25'")
-    p.add_argument("input", nargs="?", help="image file")
+    p = sub.add_parser("inpaint", help="fill in the holes of a photograph or an image",
+                       description="Fill the pixels marked by --mask (white = missing), --box X,Y,W,H or --impulses "
+                                   "(salt-and-pepper noise: pure black and white pixels) with the shipped photo "
+                                   "inpainter, or the model of RUN_DIR when one is given first; the other pixels are "
+                                   "kept exactly. With --data, random holes in a split.")
+    p.add_argument("inputs", nargs="*", metavar="[RUN_DIR] INPUT",
+                   help="image file; first, optionally, a run of 'aezoo train photo --preset inpaint' or of a dae")
     p.add_argument("--mask", help="mask image of the same size, white where pixels are missing")
     p.add_argument("--box", help="X,Y,W,H of a missing rectangle (pixels from the top-left)")
+    p.add_argument("--impulses", action="store_true", help="the holes are the pure black and white pixels "
+                                                           "(salt-and-pepper noise)")
     p.add_argument("--out", required=True, help="output image (with --data: a grid picture)")
     p.add_argument("--data", help="instead of a file: a dataset spec whose split gets the model's random holes")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -310,13 +317,13 @@ def cmd_reconstruct(a) -> int:
     return 0
 
 
-def _restore_split(a, model, corruption):
+def _restore_split(a, model, run_dir, corruption):
     """Corrupt a dataset split, restore it, print metrics and save a corrupted / restored / clean grid."""
     from .eval import corrupt_fixed, restoration_metrics, restore_batched
     from .models.run import open_run
     from .report import image_grid, to_images
 
-    _, data = open_run(a.run_dir, a.data, a.data_dir, not a.quiet)
+    _, data = open_run(run_dir, a.data, a.data_dir, not a.quiet)
     x = data.split(a.split).x
     metrics = {"data": data.spec, "split": a.split}
     metrics.update(restoration_metrics(model, x, corruption, a.seed))
@@ -327,64 +334,93 @@ def _restore_split(a, model, corruption):
     return metrics, grid
 
 
+def _restorer(inputs: list[str], inpaint: bool, data: bool):
+    """(model, where it came from, the image inputs): a run directory given first, else the shipped model."""
+    from pathlib import Path
+
+    from .apps.restore import require_restorer, shipped_model
+    from .errors import UserError
+    from .models.base import load_model
+
+    if inputs and Path(inputs[0]).is_dir():
+        model = load_model(inputs[0])
+        require_restorer(model, inputs[0], inpaint)
+        return model, inputs[0], inputs[1:]
+    if data:
+        raise UserError("--data needs a run directory first: the model trained on that data")
+    return shipped_model(inpaint), "the shipped photo model", inputs
+
+
+def _read_for(model, path):
+    from .apps.restore import read_picture
+
+    c = model.config.input_shape[0]
+    return read_picture(path, 3 if c == 3 else None)
+
+
 def cmd_denoise(a) -> int:
     from pathlib import Path
 
-    from .apps.restore import read_picture, require_restorer, restore_image, to_pil
+    from .apps.restore import restore_image, to_pil
     from .corrupt import parse
     from .errors import UserError
     from .io import check_output_dir, save_image, write_json
-    from .models.base import load_model
 
-    if bool(a.inputs) == bool(a.data):
-        raise UserError("give image files to denoise, or --data SPEC (with --noise) to denoise a dataset split")
     corruption = parse(a.noise) if a.noise else None
     if corruption is not None and corruption.is_mask:
         raise UserError(f"--noise {a.noise} makes holes; use 'aezoo inpaint' for those")
-    model = load_model(a.run_dir)
-    require_restorer(model, a.run_dir, inpaint=False)
-    out = Path(a.out)
-    check_output_dir(out)
+    if a.sigma is not None and not 0 < a.sigma <= 255:
+        raise UserError(f"--sigma {a.sigma:g} must be in (0, 255] (the 0-255 scale)")
+    model, run_dir, inputs = _restorer(a.inputs, False, bool(a.data))
+    if bool(inputs) == bool(a.data):
+        raise UserError("give image files to denoise, or --data SPEC (with --noise) to denoise a dataset split")
+    one_file = len(inputs) == 1 and Path(a.out).suffix.lower() in (".png", ".jpg", ".jpeg")
+    if a.data or not one_file:
+        check_output_dir(Path(a.out))
+    else:
+        _image_out(a.out)
     if a.data:
-        metrics, grid = _restore_split(a, model, corruption or model.corruption)
-        save_image(out / "denoise.png", grid)
-        write_json(out / "denoise.json", metrics)
+        metrics, grid = _restore_split(a, model, run_dir, corruption or model.corruption)
+        save_image(Path(a.out) / "denoise.png", grid)
+        write_json(Path(a.out) / "denoise.json", metrics)
         print(json.dumps(metrics))
         return 0
-    pictures = [(p, read_picture(p, model.config.input_shape[0] if model.config.input_shape[0] == 3 else None))
-                for p in a.inputs]  # read all first: a bad file writes nothing
+    pictures = [(p, _read_for(model, p)) for p in inputs]  # read all first: a bad file writes nothing
     from .eval import corrupt_fixed
 
+    sigma = None if a.sigma is None else a.sigma / 255
     for i, (path, img) in enumerate(pictures):
         stem = Path(path).stem
         if corruption is not None:
             img = corrupt_fixed(img[None], corruption, a.seed + i)[0][0]
-            save_image(out / f"{stem}-noisy.png", to_pil(img))
-        save_image(out / f"{stem}-denoised.png", to_pil(restore_image(model, img)))
-    print(f"aezoo: {len(pictures)} picture(s) denoised into {out}", file=sys.stderr)
+            save_image(Path(a.out).with_name(Path(a.out).stem + "-noisy.png") if one_file else
+                       Path(a.out) / f"{stem}-noisy.png", to_pil(img))
+        clean = to_pil(restore_image(model, img, sigma=sigma))
+        save_image(a.out if one_file else Path(a.out) / f"{stem}-denoised.png", clean)
+    print(f"aezoo: {len(pictures)} picture(s) denoised into {a.out}", file=sys.stderr)
     return 0
 
 
 def cmd_inpaint(a) -> int:
-    from .apps.restore import read_picture, require_restorer, restore_image, to_pil
+    from .apps.restore import impulse_mask, restore_image, to_pil
     from .corrupt import box_mask, mask_from_image
     from .errors import UserError
     from .io import save_image
-    from .models.base import load_model
 
-    if bool(a.input) == bool(a.data):
+    model, run_dir, inputs = _restorer(a.inputs, True, bool(a.data))
+    if len(inputs) > 1:
+        raise UserError(f"inpaint takes one image file, got {len(inputs)}: {' '.join(inputs)}")
+    if bool(inputs) == bool(a.data):
         raise UserError("give one image file to inpaint, or --data SPEC to inpaint a dataset split")
-    if a.input and (bool(a.mask) == bool(a.box)):
-        raise UserError("mark the missing pixels with --mask MASK.png or --box X,Y,W,H (one of them)")
+    if inputs and (bool(a.mask) + bool(a.box) + a.impulses) != 1:
+        raise UserError("mark the missing pixels with --mask MASK.png, --box X,Y,W,H or --impulses (one of them)")
     _image_out(a.out)
-    model = load_model(a.run_dir)
-    require_restorer(model, a.run_dir, inpaint=True)
     if a.data:
-        metrics, grid = _restore_split(a, model, model.corruption)
+        metrics, grid = _restore_split(a, model, run_dir, model.corruption)
         save_image(a.out, grid)
         print(json.dumps(metrics))
         return 0
-    img = read_picture(a.input, model.config.input_shape[0] if model.config.input_shape[0] == 3 else None)
+    img = _read_for(model, inputs[0])
     _, h, w = img.shape
     if a.box:
         try:
@@ -394,6 +430,10 @@ def cmd_inpaint(a) -> int:
         if len(box) != 4:
             raise UserError(f"--box {a.box!r} must be four whole numbers X,Y,W,H")
         hole = box_mask(h, w, box)[0]
+    elif a.impulses:
+        hole = impulse_mask(img)
+        if not hole.any():
+            raise UserError(f"{inputs[0]}: no pure black or white pixels, so no salt-and-pepper noise to remove")
     else:
         hole = mask_from_image(a.mask, h, w)[0]
     save_image(a.out, to_pil(restore_image(model, img, hole)))

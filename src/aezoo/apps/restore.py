@@ -1,6 +1,8 @@
-"""Denoising and inpainting with a trained ``dae``, on items of its training size or on larger pictures.
+"""Denoising and inpainting with a trained ``dae`` or ``photo`` model, or the shipped photo models.
 
-A picture larger than the model's input (a 512x512 photograph from a model trained on 28x28 or 32x32
+A ``photo`` model is fully convolutional: a picture of any size goes through whole, or, when large, in
+tiles whose margins cover the network's receptive field, so the result equals the whole-picture one (no
+seams). For a ``dae``, a picture larger than the model's input (a 512x512 photograph from a model trained on 28x28 or 32x32
 patches) is cut into overlapping patches (stride: half a patch), each patch is restored, and the patches
 are blended back with a smooth window, so no seams show. A model trained on one channel restores each
 channel of a colour picture separately.
@@ -16,6 +18,27 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from ..models.base import Autoencoder
+
+
+SHIPPED = {False: "photo-denoise", True: "photo-inpaint"}  # the models under aezoo/weights, by inpaint
+
+
+def shipped_model(inpaint: bool) -> Autoencoder:
+    """The pretrained photo denoiser or inpainter that ships with the package (see aezoo/weights/README.md)."""
+    from importlib.resources import files
+
+    from ..models.base import load_model
+
+    where = files("aezoo") / "weights" / SHIPPED[inpaint]
+    if not (where / "model.safetensors").is_file():
+        raise UserError(f"the shipped {SHIPPED[inpaint]} model is not installed with this copy of aezoo; "
+                        "give a run directory of 'aezoo train photo' instead")
+    return load_model(str(where))
+
+
+def impulse_mask(image: torch.Tensor) -> torch.Tensor:
+    """Holes (1, H, W) where salt-and-pepper noise may have hit: pixels at pure black or white in any channel."""
+    return ((image <= 0) | (image >= 1)).any(0, keepdim=True).float()
 
 
 def require_restorer(model: Autoencoder, run_dir: str, inpaint: bool) -> None:
@@ -38,9 +61,14 @@ def _window(h: int, w: int) -> torch.Tensor:
 
 @torch.no_grad()
 def restore_image(model: Autoencoder, image: torch.Tensor, hole: torch.Tensor | None = None,
-                  batch_size: int = 256) -> torch.Tensor:
-    """Restore one picture ``image`` (C, H, W) in [0, 1]; ``hole`` (1, H, W) marks missing pixels."""
+                  batch_size: int = 256, sigma: float | None = None, tile: int = 1024) -> torch.Tensor:
+    """Restore one picture ``image`` (C, H, W) in [0, 1]; ``hole`` (1, H, W) marks missing pixels.
+    ``sigma``: the noise level on the [0, 1] scale, for models told it (``photo``; else estimated)."""
     model.eval()
+    if model.any_size:
+        return _restore_tiled(model, image, hole, sigma, tile)
+    if sigma is not None:
+        raise UserError(f"a {model.name} model is not told the noise level; --sigma applies to photo models")
     mc, ph, pw = model.config.input_shape
     c, h, w = image.shape
     if c != mc:
@@ -77,6 +105,27 @@ def restore_image(model: Autoencoder, image: torch.Tensor, hole: torch.Tensor | 
     if m is not None:  # known pixels stay exactly as given
         result = m[0] * result + (1 - m[0]) * x[0]
     return result.clamp(0, 1).cpu()
+
+
+def _restore_tiled(model, image: torch.Tensor, hole, sigma, tile: int) -> torch.Tensor:
+    """A fully convolutional model over ``image`` in tiles of ``tile`` pixels (even offsets) with margins
+    of its receptive field: every output pixel sees what it would see in the whole picture."""
+    dev = model.device
+    x = image[None].to(dev)
+    m = None if hole is None else hole[None].to(dev).float()
+    if not model.inpaints and sigma is None:
+        sigma = model.noise_level(x)  # once, from the whole picture: every tile is told the same
+    _, _, h, w = x.shape
+    margin = model.receptive_field // 2 + 2
+    margin += margin % 2
+    out = torch.empty_like(x)
+    for top in range(0, h, tile):
+        for left in range(0, w, tile):
+            t0, l0 = max(0, top - margin), max(0, left - margin)
+            t1, l1 = min(h, top + tile + margin), min(w, left + tile + margin)
+            part = model.restore(x[..., t0:t1, l0:l1], None if m is None else m[..., t0:t1, l0:l1], sigma)
+            out[..., top : top + tile, left : left + tile] = part[..., top - t0 : top - t0 + tile, left - l0 : left - l0 + tile]
+    return out[0].clamp(0, 1).cpu()
 
 
 def read_picture(path: str | Path, channels: int | None = None) -> torch.Tensor:

@@ -10,6 +10,10 @@ A spec is ``KIND``, ``KIND:PATH`` or either followed by ``?option=value&option=v
 ``folder:PATH``      images below PATH; options ``size`` (``32`` or ``HxW``), ``grey`` (true/false), ``lazy``
                      (true/false: decode training images per batch; default: when they would not fit in half
                      the free memory), ``cache`` (an .npy file: decode them once into it, then read it per batch)
+``patches:PATH``     random square crops of the photographs below PATH (:mod:`aezoo.data.patches`); options
+                     ``size`` (64), ``n`` (training crops, 100000), ``val`` (validation and test crops, 1000
+                     each), ``grey`` (default: when every photograph is greyscale), ``max_side`` (photographs shrunk to this longer side, 1024),
+                     ``memory`` (MB of decoded photographs kept, 512), ``seed``
 ``npy:PATH``         one array of items; options ``kind`` (image/vector), ``mmap`` (true/false: training items
                      read from disk per batch; default: when they would not fit in half the free memory)
 ``npz:PATH``         arrays x [, y, x_test, y_test]; option ``kind``
@@ -211,6 +215,15 @@ def _folder(s: Spec, data_dir, progress, vocabulary) -> Dataset:
     return load_folder(s.path, _size(o.get("size")), _bool(o.get("grey")), _bool(o.get("lazy")), o.get("cache"))
 
 
+def _patches(s: Spec, data_dir, progress, vocabulary) -> Dataset:
+    from .patches import load_patches
+
+    o = s.options
+    return load_patches(s.path, _int(o, "size", 64, 8), _int(o, "n", 100_000), _int(o, "val", 1000),
+                        _bool(o.get("grey")), _int(o, "max_side", 1024, 8), _int(o, "memory", 512, 0),
+                        _int(o, "seed", 0, 0))
+
+
 def _array(s: Spec, data_dir, progress, vocabulary) -> Dataset:
     from . import files
 
@@ -240,6 +253,8 @@ register_source("lines", "ACAI's synthetic 32x32 lines (generated, seeded)", _li
                 options={"n", "test", "size", "seed"})
 register_source("folder", "folder:PATH, image files (sub-folders give labels)", _folder, needs_path=True,
                 options={"size", "grey", "lazy", "cache"})
+register_source("patches", "patches:PATH, random crops of the photographs in a folder (any sizes)", _patches,
+                needs_path=True, options={"size", "n", "val", "grey", "max_side", "memory", "seed"})
 register_source("npy", "npy:PATH, an array of items", _array, needs_path=True, options={"kind", "mmap"})
 register_source("npz", "npz:PATH, arrays x, y, x_test, y_test", _array, needs_path=True, options={"kind"})
 register_source("csv", "csv:PATH, a numeric table", _csv, needs_path=True, options={"label", "header"})

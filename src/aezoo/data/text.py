@@ -14,6 +14,8 @@ on text keeps that vocabulary in its config, so later data is counted over the s
 
 from __future__ import annotations
 
+import functools
+
 import gzip
 import json
 from pathlib import Path
@@ -97,9 +99,23 @@ def vectorizer(vocabulary=None, max_features: int = 2000):
     return CountVectorizer(max_features=max_features, **VECTORIZER)
 
 
+@functools.lru_cache(maxsize=8)
+def _counter(vocabulary: tuple[str, ...]):
+    """(the vectorizer's analyzer, word -> column) for a fixed vocabulary, built once."""
+    vec = vectorizer(vocabulary)
+    vec.fit([])  # checks the vocabulary
+    return vec.build_analyzer(), vec.vocabulary_
+
+
 def count_words(texts: list[str], vocabulary) -> np.ndarray:
-    """Word counts (N, V) float32 of ``texts`` over a fixed vocabulary."""
-    return vectorizer(vocabulary).transform(texts).astype(np.float32).toarray()
+    """Word counts (N, V) float32 of ``texts`` over a fixed vocabulary: the vectorizer's own analyzer, then a
+    dictionary look-up per word (a sparse matrix per query cost more than the counting)."""
+    analyze, column = _counter(tuple(vocabulary))
+    out = np.zeros((len(texts), len(column)), np.float32)
+    for row, text in enumerate(texts):
+        cols = [c for c in map(column.get, analyze(text)) if c is not None]
+        np.add.at(out[row], cols, 1)
+    return out
 
 
 def load_text(path: str, vocab: int = 2000, vocabulary=None, spec: str = "") -> Dataset:

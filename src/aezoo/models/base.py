@@ -159,6 +159,8 @@ class Autoencoder(Model):
     # --- capabilities: what generic code may ask (a family overrides a value, or with a property when it
     # depends on the config or on an attached prior) ---------------------------------------------
     can_sample = False  # sample(n, temperature) draws items from a prior
+    has_codes = True  # encode(x) gives a code (False: a restorer that maps pictures to pictures)
+    any_size = False  # restore(x, hole, sigma) takes pictures of any size whole (fully convolutional)
     decodes_codes = True  # decode(z) works from a code alone (interpolation); False if it needs skip features
     restores = False  # restore(x, hole) undoes the model's corruption (inpaints: holes)
     binary_codes = False  # codes(x) gives binary words and continuous codes (a hash index holds them)

@@ -89,7 +89,7 @@ def run_sections(run_dir: Path, model, dataset) -> list[str]:
     curves = figures.loss_curves(records)
     if curves:
         out.append("<h2>Training</h2>" + figure(curves, "Training curves (by optimizer step) and validation."))
-    if dataset.kind != "text":  # word-count vectors make no picture
+    if dataset.kind != "text" and model.has_codes:  # word-count vectors make no picture
         out.append("<h2>Reconstructions</h2>" + figure(pil_png(reconstruction_grid(model, dataset, "test", 16)),
                                                        "Test items (top) and their reconstructions (bottom)."))
     if model.restores:
@@ -105,6 +105,8 @@ def run_sections(run_dir: Path, model, dataset) -> list[str]:
         out.append(f"<h2>Restoration ({html.escape(str(model.corruption))})</h2>" +
                    figure(pil_png(grid), "Rows: corrupted (holes grey), restored, clean." + extra))
     out += generative_sections(model, dataset)
+    if not model.has_codes:
+        return out + [model_card(model, run, evaluation)]
     with torch.no_grad():
         n = min(len(dataset.test), 5000)
         codes = embed(model, dataset.test.x[:n]).numpy().reshape(n, -1)  # a code map counts all its values
