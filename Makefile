@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test data bench clean
+.PHONY: demo test data photos bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ $(STAMP): requirements.txt pyproject.toml
 data:
 	@scripts/get-data.sh
 
+photos:  # the training photographs of the shipped photo models (aezoo/weights/README.md)
+	@scripts/get-photos.sh data/photos
+
 demo: $(STAMP) data
 	$(BIN)/aezoo demo --out runs/demo
 
@@ -23,10 +26,11 @@ test: $(STAMP) data
 	@scripts/get-chromium.sh
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
-bench: $(STAMP) data
+bench: $(STAMP) data photos
 	$(BIN)/python -m pip install -q -r requirements-bench.txt
 	$(BIN)/python bench/ae_vs_pca.py
 	$(BIN)/python bench/restore.py
+	$(BIN)/python bench/photo_restore.py
 
 clean:
 	rm -rf $(VENV) runs

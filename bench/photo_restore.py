@@ -201,7 +201,8 @@ def boxes(images, inpainter, seed, n_boxes: int = 8, side: int = 24) -> dict:
         x_in = img * (1 - (hole[..., None] if img.ndim == 3 else hole))
         mp = h * w / 1e6
         results = {"aezoo inpainter": timed(restore, inpainter, x_in, hole),
-                   "biharmonic": timed(inpaint_biharmonic, x_in, mask, 2 if img.ndim == 3 else None),
+                   "biharmonic": timed(lambda a, m: inpaint_biharmonic(a, m, channel_axis=2 if a.ndim == 3 else None),
+                                       x_in, mask),
                    "opencv telea": timed(telea, x_in, hole)}
         where = mask[..., None] if img.ndim == 3 else mask
         for m, (out, secs) in results.items():
@@ -215,19 +216,21 @@ def boxes(images, inpainter, seed, n_boxes: int = 8, side: int = 24) -> dict:
 
 
 def print_table(title: str, rows: list[dict]) -> None:
-    names = list(dict.fromkeys(m for r in rows for m in r["methods"]))
-    print(f"\n{title}\n")
-    print("| corruption | " + " | ".join(names) + " |")
-    print("|---" * (len(names) + 1) + "|")
+    """One table per set of methods (denoisers, impulse removers, inpainters): PSNR / SSIM, then seconds
+    per megapixel."""
+    groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        cells = [f"{r['methods'][n]['psnr']:.2f} / {r['methods'][n]['ssim']:.3f}" if n in r["methods"] else "-" for n in names]
-        print(f"| {r['corruption']} | " + " | ".join(cells) + " |")
-    print("\nseconds per megapixel\n")
-    print("| corruption | " + " | ".join(names) + " |")
-    print("|---" * (len(names) + 1) + "|")
-    for r in rows:
-        cells = [f"{r['methods'][n]['s_per_mp']:.2f}" if n in r["methods"] else "-" for n in names]
-        print(f"| {r['corruption']} | " + " | ".join(cells) + " |")
+        groups.setdefault(tuple(r["methods"]), []).append(r)
+    print(f"\n{title}")
+    for names, part in groups.items():
+        print("\n| corruption | " + " | ".join(names) + " |")
+        print("|---" * (len(names) + 1) + "|")
+        for r in part:
+            print(f"| {r['corruption']} | " + " | ".join(f"{r['methods'][n]['psnr']:.2f} / {r['methods'][n]['ssim']:.3f}"
+                                                   for n in names) + " |")
+        for r in part[:1] if len(part) > 1 else part:
+            print(f"| seconds per megapixel{' (mean over sigmas)' if len(part) > 1 else ''} | " +
+                  " | ".join(f"{np.mean([q['methods'][n]['s_per_mp'] for q in part]):.2f}" for n in names) + " |")
 
 
 def main(argv=None) -> int:

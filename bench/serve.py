@@ -1,17 +1,18 @@
 """aezoo serve under load: requests/s and latency at 1, 8 and 64 concurrent clients, against the library
 called directly (issue 19).
 
-    .venv/bin/python bench/serve.py [--seconds 10] [--clients 1,8,64] [--train-minutes 1]
+    apt-get install wrk   # the load generator (else Python threads, which cost the server's cores more)
+    .venv/bin/python bench/serve.py [--seconds 10] [--clients 1,8,64] [--workers 1,2] [--train-minutes 1]
 
 Two indexes, each built from a ``hash`` model trained for ``--train-minutes`` (32 bits, defaults
 otherwise): Fashion-MNIST (the 60,000 training images) and the Debian package descriptions of
-``../shared/data`` (text). Each is served by ``aezoo serve`` in its own process (uvicorn, one worker), and a
-load generator in this process keeps N clients busy for ``--seconds`` each, every client a thread with its
-own keep-alive connection (wrk, from Debian's package of that name, when installed: a C load generator
-that costs the server's machine far less than Python clients; else Python threads with httpx), sending
-k = 10 queries: text queries (the first 8 words of held-out documents,
-those with at least one word of the model's vocabulary) on the text index, item queries on the image index. Reported per level: requests/s, p50 and p99 latency,
-errors. "library" is the same queries through :mod:`aezoo.apps.index` in one thread (encode, then search)
+``../shared/data`` (text). Each is served by ``aezoo serve --workers W`` (uvicorn; W processes), and a
+load generator keeps N clients busy for ``--seconds`` each, every client with its own keep-alive
+connection: wrk (Debian's package, a C program) when installed, after 20 answers are checked through
+httpx; else N Python threads with httpx. The queries ask for k = 10: text queries (the first 8 words of
+held-out documents, those with at least one word of the model's vocabulary) on the text index, item
+queries on the image index. Reported per level: requests/s, p50 and p99 latency, errors (non-2xx
+answers, socket errors). "library" is the same queries through :mod:`aezoo.apps.index` in one thread (encode, then search)
 with no HTTP. The load generator shares the machine's 2 cores with the server, as a client on the same
 host would. Writes ``bench/results/serve.json``.
 """
@@ -154,6 +155,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="per concurrency level")
     ap.add_argument("--clients", default="1,8,64")
     ap.add_argument("--train-minutes", type=float, default=1.0)
+    ap.add_argument("--workers", default="1,2", help="server processes (aezoo serve --workers), each level run")
     ap.add_argument("--client", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python",
                     help="load generator (default: wrk when installed)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve.json"))
@@ -176,39 +178,42 @@ def main() -> None:
 
                 vocab = index_model(HashIndex.load(index), index).config.vocabulary
                 bodies = [b for b in bodies if count_words([b["text"]], vocab).sum() > 0]
-            port = free_port()
-            server = subprocess.Popen([sys.executable, "-m", "aezoo", "serve", str(index), "--port", str(port), "--quiet"],
-                                      stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-            try:
-                server.stderr.readline()
-                for _ in range(300):
-                    with socket.socket() as s:
-                        if s.connect_ex(("127.0.0.1", port)) == 0:
-                            break
-                    time.sleep(0.1)
-                gen = load_wrk if a.client == "wrk" else load
-                gen(port, bodies, 4, 2.0)  # warm-up
-                for clients in map(int, a.clients.split(",")):
-                    row = {"index": name, **gen(port, bodies, clients, a.seconds)}
-                    rows.append(row)
-                    print(json.dumps(row), file=sys.stderr, flush=True)
-            finally:
-                server.terminate()
-                server.wait()
+            for workers in map(int, a.workers.split(",")):
+                port = free_port()
+                server = subprocess.Popen([sys.executable, "-m", "aezoo", "serve", str(index), "--port", str(port),
+                                           "--quiet", "--workers", str(workers)],
+                                          stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                try:
+                    server.stderr.readline()
+                    for _ in range(300):
+                        with socket.socket() as s:
+                            if s.connect_ex(("127.0.0.1", port)) == 0:
+                                break
+                        time.sleep(0.1)
+                    time.sleep(1.0 * (workers > 1))  # every worker up
+                    gen = load_wrk if a.client == "wrk" else load
+                    gen(port, bodies, 4, 2.0)  # warm-up
+                    for clients in map(int, a.clients.split(",")):
+                        row = {"index": name, "workers": workers, **gen(port, bodies, clients, a.seconds)}
+                        rows.append(row)
+                        print(json.dumps(row), file=sys.stderr, flush=True)
+                finally:
+                    server.terminate()
+                    server.wait()
             rate = library_rate(index, bodies, a.seconds)
             rows.append({"index": name, "clients": "library", "rps": rate})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    print("| index | clients | requests/s | p50 ms | p99 ms | errors | server / library |")
-    print("|---|---|---|---|---|---|---|")
+    print("| index | workers | clients | requests/s | p50 ms | p99 ms | errors | server / library |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in ("text", "fmnist"):
         lib = next(r["rps"] for r in rows if r["index"] == name and r["clients"] == "library")
         for r in rows:
             if r["index"] != name:
                 continue
             if r["clients"] == "library":
-                print(f"| {name} | library, 1 thread | {r['rps']:,.0f} | - | - | - | 1.00 |")
+                print(f"| {name} | - | library, 1 thread | {r['rps']:,.0f} | - | - | - | 1.00 |")
             else:
-                print(f"| {name} | {r['clients']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                print(f"| {name} | {r['workers']} | {r['clients']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
                       f"{r['errors']} | {r['rps'] / lib:.2f} |")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

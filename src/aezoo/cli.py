@@ -204,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index_dir")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="server processes sharing the port, each with its own "
+                                                          "copy of the index and model (default 1)")
     _common(p)
     p.set_defaults(func=cmd_serve)
 
@@ -570,11 +572,14 @@ def cmd_serve(a) -> int:
 
     if not 0 < a.port < 65536:
         raise UserError(f"--port must be between 1 and 65535, got {a.port}")
+    if not 1 <= a.workers <= 64:
+        raise UserError(f"--workers must be between 1 and 64, got {a.workers}")
+
     def announce():
         print(f"aezoo: serving {a.index_dir} at http://{a.host}:{a.port}/ (API docs at /docs; Ctrl-C stops)",
               file=sys.stderr, flush=True)
 
-    serve(a.index_dir, a.host, a.port, quiet=a.quiet, announce=announce)
+    serve(a.index_dir, a.host, a.port, quiet=a.quiet, announce=announce, workers=a.workers)
     return 0
 
 

@@ -224,8 +224,20 @@ def lock_free_threads() -> None:
         pass
 
 
-def serve(index_dir: str, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False, announce=None) -> None:
-    """Serve ``index_dir`` until interrupted; ``announce()`` is called once the index is loaded."""
+INDEX_ENV = "AEZOO_SERVE_INDEX"  # how worker processes learn the index to load
+
+
+def app_from_env():
+    """The app of the index named by $AEZOO_SERVE_INDEX: what each of several uvicorn workers builds."""
+    import os
+
+    return create_app(os.environ[INDEX_ENV])
+
+
+def serve(index_dir: str, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False, announce=None,
+          workers: int = 1) -> None:
+    """Serve ``index_dir`` until interrupted; ``announce()`` is called once the index is loaded. With several
+    ``workers``, uvicorn starts that many processes on the port, each loading the index and model itself."""
     try:
         import uvicorn
     except ImportError:
@@ -241,7 +253,15 @@ def serve(index_dir: str, host: str = "127.0.0.1", port: int = 8000, quiet: bool
         raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
     if announce is not None:
         announce()
-    uvicorn.run(app, host=host, port=port, log_level="warning" if quiet else "info")
+    level = "warning" if quiet else "info"
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level=level)
+        return
+    import os
+
+    os.environ[INDEX_ENV] = str(Path(index_dir).resolve())
+    uvicorn.run("aezoo.apps.serve:app_from_env", factory=True, host=host, port=port, log_level=level,
+                workers=workers)
 
 
 __all__ = ["create_app", "serve"]

@@ -119,7 +119,8 @@ class PhotoRestorer(Autoencoder):
         raise UserError("the photo model restores pictures; it has no code (use aezoo denoise / inpaint)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.restore(x)
+        """Restore ``x``; an inpainter given no holes has nothing to fill."""
+        return self.restore(x, torch.zeros_like(x[:, :1]) if self.inpaints else None)
 
     def _run(self, x: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
         """Residual estimate of even-sized ``x`` (B, C, H, W) given the side input (B, 1, H, W): the noise
