@@ -120,10 +120,12 @@ def load_wrk(port: int, bodies: list[dict], clients: int, seconds: float) -> dic
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(WRK_SCRIPT % lua)
     try:
-        r = subprocess.run(["wrk", f"-t{min(2, clients)}", f"-c{clients}", f"-d{seconds}s", "-s", f.name,
-                            f"http://127.0.0.1:{port}/api/search"], capture_output=True, text=True, check=True)
+        r = subprocess.run(["wrk", f"-t{min(2, clients)}", f"-c{clients}", f"-d{max(1, round(seconds))}s", "-s", f.name,
+                            f"http://127.0.0.1:{port}/api/search"], capture_output=True, text=True)
     finally:
         os.unlink(f.name)
+    if r.returncode != 0 or "RESULT" not in r.stdout:
+        raise RuntimeError(f"wrk failed: {r.stderr.strip() or r.stdout.strip()}")
     n, us, errors, p50, p99 = map(int, next(ln for ln in r.stdout.splitlines() if ln.startswith("RESULT")).split()[1:])
     return {"clients": clients, "requests": n, "rps": n / (us / 1e6), "errors": errors, "p50_ms": p50 / 1000,
             "p99_ms": p99 / 1000, "load": "wrk"}

@@ -48,6 +48,8 @@ CASES = [
                   bn_samples=20, kl_warmup=0), "image"),
     ("nvae", dict(channels=4, pre_blocks=1, pre_cells=1, scales=2, groups_per_scale=2, latent_channels=2,
                   expand=2, likelihood="logistic_mixture", mixtures=2, bn_samples=20, kl_warmup=0), "image"),
+    ("photo", dict(depth=3, width=4), "image"),
+    ("photo", dict(depth=3, width=4, task="inpaint", batch_norm=False), "image"),
     ("pixelcnn", dict(num_codes=16, channels=8, layers=2), "codes"),
 ]
 IDS = [f"{name}-{i}-{kind}" for i, (name, _, kind) in enumerate(CASES)]
@@ -240,7 +242,7 @@ def test_load_rejects_weights_of_another_config(case, datasets, tmp_path):
     name, config, kind = case
     data = datasets[kind]
     aezoo.save(make(case, data), tmp_path / "a")
-    key = next(k for k in ("latent_dim", "bits", "num_codes", "latent_channels") if k in config)
+    key = next(k for k in ("latent_dim", "bits", "num_codes", "latent_channels", "width") if k in config)
     other = (name, dict(config, **{key: config[key] + 8}), kind)
     aezoo.save(make(other, data), tmp_path / "b")
     (tmp_path / "b" / "model.safetensors").replace(tmp_path / "a" / "model.safetensors")
@@ -265,6 +267,11 @@ def test_shapes(case, datasets):
     m.prepare(data.train)
     assert isinstance(m, Autoencoder)
     x = data.test.x[:5]
+    if not m.has_codes:  # a restorer maps pictures to pictures
+        with pytest.raises(UserError, match="no code"):
+            m.encode(x)
+        assert m(x).shape == x.shape
+        return
     enc = m.encode(x)
     assert enc.z.shape[0] == 5
     if m.decodes_codes:

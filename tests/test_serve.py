@@ -275,3 +275,25 @@ def test_the_page_in_headless_chromium_types_uploads_and_clicks(indexes, tmp_pat
             driver.quit()
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_several_workers_each_load_the_index_and_answer(indexes):
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "aezoo", "serve", str(indexes / "image"), "--port", str(port),
+                               "--quiet", "--workers", "2"], stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving" in server.stderr.readline()
+        deadline, answers = time.monotonic() + 60, []
+        while time.monotonic() < deadline and len(answers) < 20:
+            try:
+                r = httpx.post(f"http://127.0.0.1:{port}/api/search", json={"item": "train/3", "k": 5}, timeout=10)
+                answers.append(r.json())
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert len(answers) == 20 and all(a["results"] == answers[0]["results"] for a in answers)
+        assert answers[0]["results"][0]["hamming"] == 0 and "train/3" in [x["id"] for x in answers[0]["results"]]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
