@@ -2,9 +2,9 @@
 
 A ``photo`` model is fully convolutional: a picture of any size goes through whole, or, when large, in
 tiles whose margins cover the network's receptive field, so the result equals the whole-picture one (no
-seams). For a ``dae``, a picture larger than the model's input (a 512x512 photograph from a model trained on 28x28 or 32x32
-patches) is cut into overlapping patches (stride: half a patch), each patch is restored, and the patches
-are blended back with a smooth window, so no seams show. A model trained on one channel restores each
+seams). For a ``dae``, a picture larger than the model's input (a 512x512 photograph from a model
+trained on 28x28 or 32x32 patches) is cut into overlapping patches (stride: half a patch), each patch is
+restored, and the patches are blended back with a smooth window, so no seams show. A model trained on one channel restores each
 channel of a colour picture separately.
 """
 
@@ -116,6 +116,7 @@ def _restore_tiled(model, image: torch.Tensor, hole, sigma, tile: int) -> torch.
     if not model.inpaints and sigma is None:
         sigma = model.noise_level(x)  # once, from the whole picture: every tile is told the same
     _, _, h, w = x.shape
+    tile += tile % 2  # even offsets: the half-resolution grid of every tile is the picture's
     margin = model.receptive_field // 2 + 2
     margin += margin % 2
     out = torch.empty_like(x)
