@@ -117,6 +117,79 @@ def test_r1_is_the_squared_input_gradient_of_the_real_score():
     assert ctx.losses[0] == pytest.approx(d_only + 5.0 * total / len(x), rel=1e-5)
 
 
+def _softplus(v):  # log(1 + e^v), written out: the closed forms below do not call the code under test
+    return torch.log1p(torch.exp(v.double()))
+
+
+def test_gan_losses_match_their_closed_forms_at_non_zero_logits():
+    """Away from logit 0, where softplus(l) = softplus(-l) hides a swapped sign."""
+    m = alae(r1_gamma=0.0)
+    with torch.no_grad():  # a decided discriminator: logits of a few units, unlike for real and fake items
+        m.discriminator[-1].weight.mul_(20.0)
+        m.discriminator[-1].bias.fill_(10.0)  # an equalised layer: 1.0 after its lr_mul (0.1)
+    logits, codes, ws = [], [], []
+    m.discriminator.register_forward_hook(lambda mod, i, out: logits.append(out.squeeze(1).detach().double()))
+    m.encoder.register_forward_hook(lambda mod, i, out: codes.append(out.detach().double()))
+    m.mapping.register_forward_hook(lambda mod, i, out: ws.append(out.detach().double()))
+    ctx = Updates(m)
+    torch.manual_seed(2)
+    metrics = m.training_step(Batch(torch.rand(6, 1, 8, 8)), ctx)
+    real, fake, gen = logits  # D(E(x)), D(E(G(F(z)))) in update 1, then D(E(G(F(z')))) in update 2
+    # softplus(l) - softplus(-l) = l: each swapped sign below would move a loss by a mean logit
+    assert min(real.mean().abs(), fake.mean().abs(), gen.mean().abs(), (real.mean() - fake.mean()).abs()) > 0.3
+    # update 1: -log D(E(x)) - log(1 - D(E(G(F(z))))), D = sigmoid; update 2: -log D(E(G(F(z'))))
+    d_loss = (-torch.log(torch.sigmoid(real))).mean() + (-torch.log(1 - torch.sigmoid(fake))).mean()
+    g_loss = (-torch.log(torch.sigmoid(gen))).mean()
+    assert float(metrics["d_loss"]) == pytest.approx(float(d_loss), rel=1e-5)
+    assert ctx.losses[0] == pytest.approx(float(d_loss), rel=1e-5)  # gamma 0: no R1
+    assert float(metrics["g_loss"]) == pytest.approx(float(g_loss), rel=1e-5)
+    assert ctx.losses[1] == pytest.approx(float(g_loss), rel=1e-5)
+    assert float(d_loss) != pytest.approx(float(_softplus(real).mean() + _softplus(-fake).mean()), rel=1e-3)
+    # update 3: ||w - E(G(w))||^2, mean over the batch and the latent_dim values, w = F(z'') (the last F call)
+    latent = (codes[-1] - ws[-1]).pow(2).mean()
+    assert float(metrics["latent_mse"]) == pytest.approx(float(latent), rel=1e-5)
+    assert ctx.losses[2] == pytest.approx(float(latent), rel=1e-5)
+
+
+class FirstLossGrads(Updates):
+    """Keeps the gradient of update 1's loss in the encoder's and the discriminator's weights."""
+
+    def backward(self, loss, *names, retain_graph=False):
+        if not self.calls:
+            self.grads = torch.autograd.grad(loss, [self.model.encoder.weight, self.model.discriminator.weight],
+                                             retain_graph=True)
+        super().backward(loss, *names, retain_graph=retain_graph)
+
+
+@pytest.mark.parametrize("gamma", [10.0, 3.0])
+def test_r1_of_a_linear_encoder_and_discriminator_is_its_hand_computed_gradient_norm(gamma):
+    """E(x) = A x + a and D(w) = v.w + c: grad_x D(E(x)) = A^T v for every x, so R1 = ||A^T v||^2, and the
+    penalty gamma / 2 v^T A A^T v adds gamma A A^T v to D's gradient and gamma v v^T A to E's."""
+    g = torch.Generator().manual_seed(3)
+    A, a = torch.randn(3, 5, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)
+    v, c = torch.randn(1, 3, generator=g, dtype=torch.float64), 0.4
+    x = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    runs = []
+    for r1_gamma in (0.0, gamma):
+        m = alae(shape=(5,), r1_gamma=r1_gamma).double()
+        m.encoder, m.discriminator = torch.nn.Linear(5, 3).double(), torch.nn.Linear(3, 1).double()
+        with torch.no_grad():
+            m.encoder.weight.copy_(A)
+            m.encoder.bias.copy_(a)
+            m.discriminator.weight.copy_(v)
+            m.discriminator.bias.fill_(c)
+        ctx = FirstLossGrads(m)
+        torch.manual_seed(1)  # the same generated items in both runs
+        runs.append((m.training_step(Batch(x), ctx), ctx))
+    (_, c0), (m1, c1) = runs
+    r1 = float(((A.t() @ v.t()) ** 2).sum())
+    assert float(m1["r1"]) == pytest.approx(r1, rel=1e-6)  # R1 is summed in fp32
+    assert c1.losses[0] - c0.losses[0] == pytest.approx(gamma / 2 * r1, rel=1e-6)
+    (e0, d0), (e1, d1) = c0.grads, c1.grads
+    assert torch.allclose(d1 - d0, gamma * (A @ A.t() @ v.t()).t(), rtol=1e-6, atol=1e-9)
+    assert torch.allclose(e1 - e0, gamma * v.t() @ v @ A, rtol=1e-6, atol=1e-9)
+
+
 @pytest.mark.parametrize("half_life, batch", [(100.0, 10), (0.0, 10)])
 def test_the_moving_average_has_the_given_half_life_in_items(half_life, batch):
     m = alae(ema_half_life=half_life)
