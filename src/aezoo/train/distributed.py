@@ -6,6 +6,10 @@ averaged with one explicit all-reduce per optimizer update (a flat buffer of tha
 a DDP wrapper, so models with several optimizers and partial backward passes need no change. Without
 WORLD_SIZE > 1 nothing here is used and training is single-process as before. A collective waits at most
 AEZOO_DIST_TIMEOUT seconds (default 600) for the other ranks.
+
+GPUs: each process trains on one GPU of its own (:func:`cuda_index`): ``cuda:LOCAL_RANK``, or ``cuda:0`` when
+a process sees exactly one GPU (SLURM ``--gpus-per-task``, one-GPU pods). Two ranks on one GPU are refused
+(NCCL cannot run them). None of this has run on a real GPU yet (README, "GPUs").
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class Group:
     world: int
     local_rank: int
     device: torch.device  # where collectives put their small tensors (the training device)
+    leaving: object = None  # a plain gloo group for the barrier at leave() (monitored_barrier needs one)
 
     @property
     def main(self) -> bool:
@@ -126,6 +131,46 @@ class Group:
     def barrier(self) -> None:
         self._run(dist.barrier)
 
+    def claim_gpu(self) -> torch.device:
+        """This rank's own GPU (:func:`cuda_index`), checked against every rank's over gloo. NCCL cannot run
+        two ranks on one GPU: that, or a rank with no GPU of its own, stops every rank with the same one-line
+        error (rank 0 says it)."""
+        index = cuda_index(self.local_rank)
+        mine = (gpu_uuid(index) if index is not None else "").encode()[:64].ljust(64, b"\0")
+        out = [torch.empty(64, dtype=torch.uint8) for _ in range(self.world)]
+        self._run(dist.all_gather, out, torch.tensor(list(mine), dtype=torch.uint8))  # CPU tensors: gloo
+        ids = [bytes(t.tolist()).rstrip(b"\0").decode() for t in out]
+        problem, seen = None, {}
+        for rank, uuid in enumerate(ids):
+            if not uuid:
+                problem = (f"rank {rank} has no GPU of its own (its LOCAL_RANK is not below the number of GPUs it "
+                           "sees)")
+                break
+            if uuid in seen:
+                problem = f"ranks {seen[uuid]} and {rank} would share one GPU ({uuid})"
+                break
+            seen[uuid] = rank
+        if problem is not None:
+            text = (f"{problem}; NCCL needs one GPU per process: start at most as many processes per machine as it "
+                    "has GPUs (torchrun --nproc-per-node), or train on the CPU with --device cpu")
+            raise UserError(text) if self.main else RankZeroRefused(text)
+        return torch.device("cuda", index)
+
+
+def cuda_index(local_rank: int) -> int | None:
+    """The GPU a process of LOCAL_RANK ``local_rank`` trains on: its LOCAL_RANK among the GPUs it sees, or
+    the only one when it sees exactly one (one GPU per process: SLURM ``--gpus-per-task``, one-GPU pods,
+    CUDA_VISIBLE_DEVICES set per process). None when it has none of its own (more processes than GPUs)."""
+    count = torch.cuda.device_count()
+    if count == 1:
+        return 0
+    return local_rank if local_rank < count else None
+
+
+def gpu_uuid(index: int) -> str:
+    """The GPU's identity, the same in every process that sees it (whatever its ordinal there)."""
+    return str(torch.cuda.get_device_properties(index).uuid)
+
 
 _GROUP: Group | None = None
 
@@ -150,8 +195,15 @@ def join() -> Group | None:
         raise UserError(f"RANK={rank} is outside WORLD_SIZE={world}")
     backend = "gloo"
     if torch.cuda.is_available():
-        torch.cuda.set_device(local % torch.cuda.device_count())
+        index = cuda_index(local)
+        if index is not None:  # none of its own: refused once the trainer asks for CUDA (Group.claim_gpu)
+            torch.cuda.set_device(index)
         backend = "cpu:gloo,cuda:nccl"
+        # A lost peer under NCCL: by default the watchdog thread tears the process down (a C++ abort, no
+        # Python error). Blocking waits raise in the waiting thread instead, so a timeout becomes PeerLost;
+        # 2: the watchdog aborts the communicator without killing the process. A user's own setting wins.
+        os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2")
     timeout = datetime.timedelta(seconds=float(os.environ.get("AEZOO_DIST_TIMEOUT", 600)))
     where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
     try:
@@ -163,6 +215,13 @@ def join() -> Group | None:
         first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         raise UserError(f"could not join the process group at {where} as rank {rank} of {world}: {first}") from None
     _GROUP = Group(rank, world, local, torch.device("cpu"))  # the trainer sets the device it trains on
+    if backend != "gloo":  # monitored_barrier accepts plain gloo only (a ValueError otherwise)
+        try:
+            _GROUP.leaving = dist.new_group(backend="gloo", timeout=timeout)
+        except (RuntimeError, ValueError, dist.DistError) as e:
+            _GROUP = None
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise PeerLost(f"rank {rank} of {world} lost the other processes while joining: {first}") from None
     atexit.register(leave)  # one group per process, for every trainer it runs
     return _GROUP
 
@@ -175,8 +234,8 @@ def leave(wait: bool = True) -> None:
     if _GROUP is not None and dist.is_initialized():
         if wait:
             try:
-                dist.monitored_barrier(timeout=datetime.timedelta(seconds=30))
-            except (RuntimeError, dist.DistError):
-                pass  # another rank is gone: leave anyway
+                dist.monitored_barrier(_GROUP.leaving, timeout=datetime.timedelta(seconds=30))
+            except (RuntimeError, ValueError, dist.DistError):
+                pass  # another rank is gone (or no gloo group to wait in): leave anyway
         dist.destroy_process_group()
     _GROUP = None
