@@ -18,8 +18,10 @@ FORMAT = "aezoo-checkpoint/2"  # /2: optimizers named by the model (protocol v2)
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizers: dict, state: dict,
-                    rank_rng: list[torch.Tensor] | None = None) -> None:
-    """``rank_rng``: the CPU RNG state of every rank of a distributed run, in rank order."""
+                    rank_rng: list[torch.Tensor] | None = None, cuda_rng: list[torch.Tensor] | None = None) -> None:
+    """``rank_rng``: the CPU RNG state of every rank of a distributed run, in rank order. ``cuda_rng``: the
+    RNG state of each rank's own GPU, in rank order (one process: one state; None when training on the CPU).
+    Only the training GPU's state is kept, never every visible GPU's: a resume may see other GPUs."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_meta = {}
     for name, opt in optimizers.items():
@@ -35,9 +37,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizers: dict, state:
     tensors["rng.cpu"] = torch.get_rng_state()
     for rank, st in enumerate((rank_rng or [])[1:], start=1):
         tensors[f"rng.cpu.rank{rank}"] = st
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
+    for rank, st in enumerate(cuda_rng or []):
+        tensors[f"rng.cuda.rank{rank}" if rank else "rng.cuda"] = st
     meta = {"format": FORMAT, "state": json.dumps(state), "optimizers": json.dumps(opt_meta)}
     save_tensors(path, tensors, metadata=meta)
 
@@ -72,11 +73,20 @@ def restore_optimizer(opt: torch.optim.Optimizer, name: str, tensors: dict, meta
     opt.load_state_dict({"state": state, "param_groups": meta[name]["param_groups"]})
 
 
-def restore_rng(tensors: dict, rank: int = 0) -> None:
+def restore_rng(tensors: dict, rank: int = 0, device: torch.device = torch.device("cpu")) -> None:
+    """The rank's CPU state, and on a GPU the state its rank's GPU had, onto ``device`` (whatever its ordinal
+    and however many GPUs are visible). A run moved from the CPU to a GPU has no GPU state: that GPU's stream
+    starts from the rank's seed, as a new run's would. Moved the other way, the saved GPU state is unused.
+    Bit-exact resumes are promised on the same device only."""
     key = f"rng.cpu.rank{rank}" if rank else "rng.cpu"
     if key not in tensors:
         raise UserError(f"the checkpoint holds no random state for rank {rank}")
     torch.set_rng_state(tensors[key])
-    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
+    if device.type != "cuda":
+        return
+    cuda = tensors.get(f"rng.cuda.rank{rank}" if rank else "rng.cuda")
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda, device)
+    else:
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(torch.initial_seed())  # the seed the restored CPU state started from
