@@ -6,7 +6,8 @@ for generative adversarial networks", ICLR 2018, sec. 2.1), with the vectors u, 
 so that one iteration per step suffices once they have converged. Vahdat & Kautz (NVAE, NeurIPS 2020,
 sec. 3.2) add lambda * sum_i sigma(W_i) to the loss to bound the Lipschitz constant of the encoder and
 decoder, which keeps a deep hierarchy stable. The vectors are buffers: saved with the model and its
-checkpoints, so a resumed run continues the same estimates.
+checkpoints, so a resumed run continues the same estimates. Everything here runs in fp32, also under
+bf16 autocast: bf16 products (8 bits of mantissa) would keep u and v from converging.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ class SpectralPenalty(nn.Module):
     def _iterate(self) -> None:
         for i, layer in enumerate(self.layers):
             w = layer.weight.detach().reshape(layer.weight.shape[0], -1).float()
-            v = F.normalize(w.t() @ getattr(self, f"u{i}"), dim=0)
-            u = F.normalize(w @ v, dim=0)
+            with _fp32(w):
+                v = F.normalize(w.t() @ getattr(self, f"u{i}"), dim=0)
+                u = F.normalize(w @ v, dim=0)
             getattr(self, f"v{i}").copy_(v)
             getattr(self, f"u{i}").copy_(u)
 
@@ -49,7 +51,8 @@ class SpectralPenalty(nn.Module):
         out = []
         for i, layer in enumerate(self.layers):
             w = layer.weight.reshape(layer.weight.shape[0], -1).float()
-            out.append(getattr(self, f"u{i}") @ w @ getattr(self, f"v{i}"))
+            with _fp32(w):
+                out.append(getattr(self, f"u{i}") @ w @ getattr(self, f"v{i}"))
         return torch.stack(out)
 
     def forward(self) -> torch.Tensor:
@@ -57,3 +60,8 @@ class SpectralPenalty(nn.Module):
             for _ in range(self.iterations):
                 self._iterate()
         return self.sigmas().sum()
+
+
+def _fp32(t: torch.Tensor):
+    """Autocast off on ``t``'s device: the block computes in the fp32 its inputs are cast to."""
+    return torch.autocast(device_type=t.device.type, enabled=False)
