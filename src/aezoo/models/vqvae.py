@@ -133,6 +133,13 @@ class VQVAE(Autoencoder):
     def can_sample(self) -> bool:
         return self.prior is not None
 
+    def _apply(self, fn, recurse=True):
+        """``to``, ``cuda``, ``float``...: the prior (outside the module tree) moves with the model."""
+        super()._apply(fn, recurse)
+        if self._prior:
+            self._prior[0][0]._apply(fn, recurse)
+        return self
+
     def set_prior(self, pixelcnn, prior_dir: str | None = None) -> None:
         if tuple(pixelcnn.config.input_shape) != self.config.grid or pixelcnn.config.num_codes != self.config.num_codes:
             raise UserError(f"the prior models {pixelcnn.config.num_codes} codes on a {tuple(pixelcnn.config.input_shape)} "
