@@ -36,12 +36,14 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     batch_size, learning_rate : Adam settings.
     standardize : scale each feature to zero mean and unit variance before training (recommended).
     random_state : int seed; None means 0 (results are reproducible either way).
+    device : "cpu" (default), "cuda" or "auto". Training is in fp32 on every device, so a ``random_state``
+        gives the same codes on every CPU machine; on a GPU they differ slightly (other kernels).
     verbose : show a progress bar.
     """
 
     def __init__(self, n_components=2, model="ae", hidden_layer_sizes=(256, 128), activation="relu", norm="batch",
                  corruption="gaussian:0.2", max_epochs=50, max_minutes=None, batch_size=128, learning_rate=1e-3,
-                 standardize=True, random_state=None, verbose=False):
+                 standardize=True, random_state=None, device="cpu", verbose=False):
         self.n_components = n_components
         self.model = model
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -54,6 +56,7 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self.learning_rate = learning_rate
         self.standardize = standardize
         self.random_state = random_state
+        self.device = device
         self.verbose = verbose
 
     def fit(self, X, y=None):
@@ -83,7 +86,8 @@ class AutoencoderReducer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             data = Dataset("array", "vector", Split(Z), val, val)
             cfg = aezoo.TrainConfig(epochs=self.max_epochs, max_minutes=self.max_minutes,
                                     batch_size=int(min(self.batch_size, n)), lr=float(self.learning_rate),
-                                    seed=seed, progress=bool(self.verbose), checkpoint_every=0, log_every=10**9)
+                                    seed=seed, progress=bool(self.verbose), checkpoint_every=0, log_every=10**9,
+                                    device=str(self.device), precision="fp32")
             result = aezoo.Trainer(model, data, cfg, run_dir=None).fit()
         except UserError as e:
             raise ValueError(str(e)) from None
