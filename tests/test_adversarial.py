@@ -30,7 +30,10 @@ class Grads:
 
 
 def same(a, b):
-    return all((x is None and y is None) or torch.allclose(x, y, atol=1e-6) for x, y in zip(a, b))
+    """Equal gradients, parameter by parameter. A parameter without a gradient fails the test: two missing
+    gradients are not evidence that a loss does not reach a network, only that nothing does."""
+    assert len(a) == len(b) and all(g is not None for g in (*a, *b)), "a parameter got no gradient"
+    return all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a, b))
 
 
 def vaegan(**kw):
@@ -69,6 +72,16 @@ def test_vaegan_routes_the_gan_term_to_the_decoder_only():
     b, _ = step(m, x)
     assert same(a.grads["encoder"], b.grads["encoder"]), "the GAN loss reached the encoder"
     assert not same(a.grads["decoder"], b.grads["decoder"]), "the GAN loss does not reach the decoder"
+
+
+def test_vaegan_feature_loss_reaches_the_encoder():
+    x = torch.rand(16, 1, 8, 8)
+    m = vaegan(margin=-1.0)
+    a, _ = step(m, x)
+    with torch.no_grad():  # Dis_l, the features the encoder's loss compares, changes; the KL does not
+        m.discriminator.convs[m.config.feature_layer - 1].weight.mul_(2.0)
+    b, _ = step(m, x)
+    assert not same(a.grads["encoder"], b.grads["encoder"]), "the feature loss does not reach the encoder"
 
 
 def test_vaegan_discriminator_learns_the_weighted_gan_loss_alone():
@@ -112,6 +125,95 @@ def test_acai_critic_loss_is_the_mean_square_of_alpha_when_the_critic_says_zero(
     # alpha = 0.5 - |u - 0.5|, u ~ U(0, 1) is uniform on [0, 1/2]: E[alpha^2] = 1/12
     assert abs(float(metrics["critic_loss"]) - 1 / 12) < 0.01
     assert torch.allclose(metrics["loss"], 4 * metrics["recon_mse"])  # no adversarial term; [-1, 1] units
+
+
+class Sums(Grads):
+    """A StepContext that adds up, per optimizer name, the gradients of every loss routed to it."""
+
+    def backward(self, loss, *names, retain_graph=False):
+        for n in names:
+            g = torch.autograd.grad(loss, self.groups[n], retain_graph=True, allow_unused=True)
+            old = self.grads.get(n, [None] * len(g))
+            self.grads[n] = [b if a is None else a if b is None else a + b for a, b in zip(old, g)]
+
+
+def acai_step(m, x, ctx_class=Grads, seed=0):
+    """One ACAI step, seen from outside: the code z, the decoder's and the critic's outputs, and alpha
+    (the step's first random draw, u ~ U(0, 1), alpha = 0.5 - |u - 0.5|)."""
+    seen = {}
+
+    def keep(name):  # a hook that keeps the first output (returning None leaves the output alone)
+        def hook(mod, inputs, out):
+            if name not in seen:
+                seen[name], seen[name + "_in"] = out, inputs[0]
+        return hook
+
+    m.encoder.register_forward_hook(keep("z"))
+    m.decoder.register_forward_hook(keep("out"))
+    m.critic.register_forward_hook(keep("critic_out"))
+    ctx = ctx_class(m)
+    torch.manual_seed(seed)
+    metrics = m.training_step(Batch(x), ctx)
+    torch.manual_seed(seed)
+    u = torch.rand(len(x), 1, 1, 1)
+    seen["alpha"] = 0.5 - (u - 0.5).abs()
+    return ctx, metrics, seen
+
+
+def acai_closed_forms(m, x, seen):
+    """eq. 2 and eq. 1 from the step's own tensors: (autoencoder loss, critic loss), differentiable."""
+    b, lam = len(x), m.config.advweight
+    xs = 2 * x - 1  # the paper's [-1, 1]
+    rec = seen["out"][:b]
+    d = seen["critic_out"].mean((1, 2, 3))  # the critic's map averaged to one number per item
+    d_mix, d_blend = d[:b], d[b:]
+    ae = (rec - xs).pow(2).mean() + lam * d_mix.pow(2).mean()
+    critic = (d_mix - seen["alpha"].view(-1)).pow(2).mean() + d_blend.pow(2).mean()
+    return ae, critic
+
+
+def nonzero_critic(**kw):
+    m = acai(**kw)
+    with torch.no_grad():  # its outputs well away from 0 and from alpha in [0, 1/2]
+        m.critic.out.bias.fill_(-0.4)
+    return m
+
+
+def test_acai_losses_match_eq_1_and_2_with_a_critic_that_does_not_say_zero():
+    """With a zero critic, the lambda term and the blend term vanish and a sign in (d - alpha) cannot show."""
+    m = nonzero_critic(advweight=0.7, reg=0.3)
+    x = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    ctx, metrics, seen = acai_step(m, x)
+    b, alpha, gamma = len(x), seen["alpha"], m.config.reg
+    xs = 2 * x - 1
+    rec, mix = seen["out"][:b].detach(), seen["out"][b:].detach()
+    z = seen["z"].detach()
+    with torch.no_grad():  # the interpolant decodes alpha z_1 + (1 - alpha) z_2, z_2 the batch reversed
+        assert torch.allclose(mix, m.decoder(alpha * z + (1 - alpha) * z.flip(0)), atol=1e-5)
+    critic_in = seen["critic_out_in"].detach()  # interpolants, then blends gamma x + (1 - gamma) x~
+    assert torch.allclose(critic_in[:b], mix) and torch.allclose(critic_in[b:], gamma * xs + (1 - gamma) * rec, atol=1e-6)
+    d = seen["critic_out"].detach().mean((1, 2, 3))
+    assert d.abs().min() > 0.1  # (d - alpha)^2 - (d + alpha)^2 = -4 d alpha: a swapped sign shows
+    ae, critic = (float(t.detach()) for t in acai_closed_forms(m, x, seen))
+    assert float(ctx.losses["autoencoder"]) == pytest.approx(ae, rel=1e-5)
+    assert float(ctx.losses["critic"]) == pytest.approx(critic, rel=1e-5)
+    assert float(metrics["critic_loss"]) == pytest.approx(critic, rel=1e-5)
+    assert float(metrics["loss"]) == pytest.approx(ae, rel=1e-5)
+
+
+def test_acai_critic_loss_never_reaches_the_autoencoder():
+    """Over the whole step, the autoencoder's parameters receive exactly eq. 2's gradient and the critic's
+    exactly eq. 1's, although eq. 1 depends on the decoder through the interpolants."""
+    m = nonzero_critic(advweight=0.7)
+    x = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    ctx, _, seen = acai_step(m, x, Sums)
+    ae, critic = acai_closed_forms(m, x, seen)
+    want_ae = torch.autograd.grad(ae, ctx.groups["autoencoder"], retain_graph=True)
+    want_critic = torch.autograd.grad(critic, ctx.groups["critic"], retain_graph=True)
+    assert same(ctx.grads["autoencoder"], want_ae), "the autoencoder's gradient is not eq. 2's alone"
+    assert same(ctx.grads["critic"], want_critic), "the critic's gradient is not eq. 1's alone"
+    assert not same(torch.autograd.grad(critic, ctx.groups["autoencoder"][-2:], retain_graph=True),
+                    [torch.zeros_like(p) for p in ctx.groups["autoencoder"][-2:]])  # eq. 1 does depend on it
 
 
 def test_acai_lambda_reaches_the_autoencoder_not_the_critic():
