@@ -9,6 +9,7 @@ import torch
 
 import aezoo
 from aezoo.errors import UserError
+from aezoo.outputs import Batch
 
 from conftest import run_cli
 
@@ -102,3 +103,76 @@ def test_cli_trains_with_the_family_defaults_and_the_user_wins(tmp_path):
     assert "Samples by temperature" in report and "What each latent group encodes" in report
     ev = json.loads((out / "eval.json").read_text())
     assert all(torch.isfinite(torch.tensor(float(v))) for v in ev.values() if isinstance(v, float))
+
+
+class Step:
+    """A StepContext at step ``step_index`` of ``total_steps``: keeps the loss and its gradient in the
+    stem's weights, updates nothing."""
+
+    def __init__(self, model, step_index, total_steps=100):
+        self.model, self.step_index, self.total_steps, self.training = model, step_index, total_steps, True
+        self.losses, self.grads = [], []
+
+    def backward(self, loss, *names, retain_graph=False):
+        self.losses.append(float(loss.detach()))
+        self.grads.append(torch.autograd.grad(loss, self.model.stem.weight, retain_graph=True)[0])
+
+    def step(self, *names):
+        pass
+
+    def mean(self, value):
+        return value
+
+
+def nvae_step(step_index, seed=0, **kw):
+    """One training step of a fresh model; returns (its loss, its metrics, log p(x|z) (B,), KLs (B, L))."""
+    m = aezoo.create("nvae", seed=0, input_shape=(1, 8, 8), **{**TINY, **kw}).train()
+    parts = {}
+    elbo_parts = m._elbo_parts
+
+    def spy(x):  # the reconstruction term and each group's KL of the step, as the model computed them
+        log_px, kls = elbo_parts(x)
+        parts.update(log_px=log_px.detach().double(), kls=kls.detach().double())
+        return log_px, kls
+
+    m._elbo_parts = spy
+    x = (torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(4)) < 0.4).float()
+    ctx = Step(m, step_index)
+    torch.manual_seed(seed)
+    metrics = m.training_step(Batch(x), ctx)
+    assert len(ctx.losses) == 1 and float(metrics["loss"]) == pytest.approx(ctx.losses[0], rel=1e-6)
+    return ctx, metrics, parts["log_px"], parts["kls"]
+
+
+SIZES = torch.tensor([12.0, 12.0, 48.0, 48.0], dtype=torch.float64)  # latent values per group, top first
+
+
+def test_a_step_during_warm_up_weighs_the_balanced_kl_by_beta():
+    ctx, metrics, log_px, kls = nvae_step(10, kl_warmup=0.3, kl_min=1e-4, kl_balance=True)  # step 10 of 100, warm-up 30
+    beta = 10 / 30
+    per_value = (kls.mean(0) + 0.01) / SIZES  # gamma_l: batch-mean KL over the group's size, summing to L
+    gamma = 4 * per_value / per_value.sum()
+    assert (gamma - 1).abs().max() > 0.1  # balancing changes the weights of these groups
+    sr = float(metrics["spectral"])
+    want = float((-log_px + beta * (gamma * kls).sum(1)).mean()) + 1e-2 * sr
+    assert float(metrics["kl_weight"]) == pytest.approx(beta)
+    assert ctx.losses[0] == pytest.approx(want, rel=1e-5)
+    unbalanced = float((-log_px + beta * kls.sum(1)).mean()) + 1e-2 * sr
+    assert abs(want - unbalanced) > 1e-3 * abs(want)
+
+
+def test_a_step_after_warm_up_takes_the_whole_unweighted_kl():
+    ctx, metrics, log_px, kls = nvae_step(40, kl_warmup=0.3)  # 40 of 100 steps: past the warm-up
+    sr = float(metrics["spectral"])
+    assert float(metrics["kl_weight"]) == 1.0
+    assert ctx.losses[0] == pytest.approx(float((-log_px + kls.sum(1)).mean()) + 1e-2 * sr, rel=1e-5)
+    assert float(metrics["elbo"]) == pytest.approx(float((log_px - kls.sum(1)).mean()), rel=1e-5)
+
+
+def test_the_spectral_term_enters_the_loss_with_its_weight():
+    (c0, m0, lp0, _), (c1, m1, lp1, _) = (nvae_step(40, sr_lambda=lam, kl_warmup=0.3) for lam in (0.0, 0.5))
+    assert torch.equal(lp0, lp1)  # the same step otherwise
+    sr = float(m1["spectral"])
+    assert sr > 1.0 and float(m0["spectral"]) == pytest.approx(sr, rel=1e-6)
+    assert c1.losses[0] - c0.losses[0] == pytest.approx(0.5 * sr, rel=1e-4)
+    assert not torch.allclose(c1.grads[0], c0.grads[0])  # and its gradient reaches the convolutions
