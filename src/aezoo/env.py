@@ -28,3 +28,10 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def host_reads_free(device) -> bool:
+    """Whether reading a tensor's value into Python (``float(t)``, ``bool(t)``, ``.tolist()``) costs nothing on
+    ``device`` (the CPU), or makes the host wait for every queued kernel (a GPU). Code on a training step's
+    path reads values only where this is true, and keeps them as tensors until logging time elsewhere."""
+    return getattr(device, "type", device) == "cpu"

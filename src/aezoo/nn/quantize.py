@@ -11,7 +11,8 @@ Codes whose decayed assignment count (vectors per batch) falls below ``dead_thre
 are restarted on random encoder outputs of the current batch, a remedy for codebook collapse (Dhariwal
 et al. 2020, Jukebox). The quantiser always computes in fp32, also under autocast. In a distributed run
 the batch's counts and sums are summed over ranks, so the codebook follows the global batch; restarted
-codes are rank 0's picks.
+codes are rank 0's picks. On a GPU nothing is read back to the host per step (dead codes are restarted
+with masks, not with their count).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from .. import env
 
 
 @dataclass
@@ -43,6 +46,7 @@ class VectorQuantizer(nn.Module):
         # decayed assignment counts: the EMA codebook's denominators, and how dead codes are found
         self.register_buffer("ema_count", torch.ones(num_codes))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self._started = False  # ``initialized`` was read once (never per step: on a GPU a read waits)
         if ema:
             self.register_buffer("codebook", init)
             self.register_buffer("ema_sum", init.clone())
@@ -65,11 +69,13 @@ class VectorQuantizer(nn.Module):
             z = z_e.float()
             b, d, h, w = z.shape
             flat = z.permute(0, 2, 3, 1).reshape(-1, d)
-            if self.training and not self.initialized:
-                # data-dependent start: the codes are random encoder outputs of the first batch, so every
-                # code begins where the data is (a codebook far from the outputs collapses onto one code)
-                self.restart(torch.ones(self.num_codes, dtype=torch.bool, device=flat.device), flat.detach())
-                self.initialized.fill_(True)
+            if self.training and not self._started:
+                if not self.initialized:
+                    # data-dependent start: the codes are random encoder outputs of the first batch, so every
+                    # code begins where the data is (a codebook far from the outputs collapses onto one code)
+                    self.restart(torch.ones(self.num_codes, dtype=torch.bool, device=flat.device), flat.detach())
+                    self.initialized.fill_(True)
+                self._started = True
             idx = self.nearest(flat.detach())
             onehot = F.one_hot(idx, self.num_codes).type(flat.dtype)
             if self.training:
@@ -100,8 +106,15 @@ class VectorQuantizer(nn.Module):
             count = (self.ema_count + self.eps) / (n + self.num_codes * self.eps) * n  # Laplace smoothing
             self.codebook.copy_(self.ema_sum / count[:, None])
         dead = self.ema_count < self.dead_threshold
-        if dead.any():
-            self.restart(dead, flat)
+        if env.host_reads_free(flat.device):  # the CPU: draws only when a code died (the CPU's fixed results)
+            if dead.any():
+                self.restart(dead, flat)
+        else:  # a GPU: no read-back per step
+            self._restart_masked(dead, flat)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._started = False  # read the loaded ``initialized`` again
 
     @torch.no_grad()
     def restart(self, dead: torch.Tensor, flat: torch.Tensor) -> None:
@@ -115,6 +128,21 @@ class VectorQuantizer(nn.Module):
         if self.ema:
             self.ema_sum[dead] = flat[pick] * fresh
         if dist.is_available() and dist.is_initialized():  # every rank restarts alike: rank 0's picks
+            dist.broadcast(self.codebook.data, 0)
+            if self.ema:
+                dist.broadcast(self.ema_sum, 0)
+
+    @torch.no_grad()
+    def _restart_masked(self, dead: torch.Tensor, flat: torch.Tensor) -> None:
+        """:meth:`restart` without reading ``dead`` back to the host: a pick for every code, kept where the
+        code is dead (a draw per code and step, so a GPU run's random stream is not a CPU run's)."""
+        pick = flat[torch.randint(0, flat.shape[0], (self.num_codes,), device=flat.device)]
+        fresh = self.dead_threshold if self.dead_threshold > 0 else 1.0
+        self.codebook.data.copy_(torch.where(dead[:, None], pick.to(self.codebook.dtype), self.codebook.data))
+        self.ema_count.copy_(torch.where(dead, torch.full_like(self.ema_count, fresh), self.ema_count))
+        if self.ema:
+            self.ema_sum.copy_(torch.where(dead[:, None], pick * fresh, self.ema_sum))
+        if dist.is_available() and dist.is_initialized():  # every rank alike: rank 0's picks
             dist.broadcast(self.codebook.data, 0)
             if self.ema:
                 dist.broadcast(self.ema_sum, 0)

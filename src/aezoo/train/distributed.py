@@ -103,8 +103,9 @@ class Group:
             offset += n
 
     def decide(self, flag: bool) -> bool:
-        """Rank 0's ``flag``, on every rank (the time budget: one clock decides)."""
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        """Rank 0's ``flag``, on every rank (the time budget: one clock decides). A CPU tensor (gloo): read
+        back every step, it must not wait for a GPU's queue."""
+        t = torch.tensor([1.0 if flag else 0.0])
         self._run(dist.broadcast, t, 0)
         return bool(t.item())
 
