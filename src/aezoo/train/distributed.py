@@ -200,9 +200,12 @@ def join() -> Group | None:
         if index is not None:  # none of its own: refused once the trainer asks for CUDA (Group.claim_gpu)
             torch.cuda.set_device(index)
         backend = "cpu:gloo,cuda:nccl"
-        # A lost peer under NCCL: by default the watchdog thread tears the process down (a C++ abort, no
-        # Python error). Blocking waits raise in the waiting thread instead, so a timeout becomes PeerLost;
-        # 2: the watchdog aborts the communicator without killing the process. A user's own setting wins.
+        # A lost peer under NCCL: by default a watchdog thread tears the process down after the timeout (a
+        # C++ abort, no Python error). With blocking waits PyTorch starts no watchdog and wait() raises in
+        # the waiting thread, so the timeout becomes PeerLost (the cost: the host waits for each collective,
+        # as it already does once per update for the reached-parameter flags). 2, where a user turns
+        # blocking waits off: the watchdog aborts the communicator without killing the process. A user's
+        # own setting wins.
         os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2")
     timeout = datetime.timedelta(seconds=float(os.environ.get("AEZOO_DIST_TIMEOUT", 600)))
