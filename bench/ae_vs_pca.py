@@ -25,7 +25,7 @@ import torch
 from sklearn.decomposition import PCA
 
 import aezoo
-from aezoo.apps.runs import evaluate
+from aezoo.eval.metrics import evaluate
 from aezoo.data.base import Split
 from aezoo.env import machine_info
 from aezoo.io import write_json
@@ -74,13 +74,13 @@ def main(argv=None) -> int:
                                 threads=a.threads, checkpoint_every=0, progress=sys.stderr.isatty(),
                                 optimizer="adamw" if a.weight_decay else "adam", weight_decay=a.weight_decay)
         res = aezoo.Trainer(model, ds, cfg, Path(a.runs) / f"ae{k}").fit()
-        ae_sse = evaluate(model, ds)["recon_sse_per_item"]
+        ae_sse = evaluate(model, ds, metrics=["recon"])["recon_sse_per_item"]
         row = {"k": k, "pca_sse": p_sse, "pca_fit_s": p_time, "ae_sse": ae_sse, "ratio": ae_sse / p_sse,
                "ae_train_s": res.elapsed_s, "ae_steps": res.step, "stopped_by": res.stopped_by}
         if a.refine_steps:
             model.config.refine_steps = a.refine_steps
             t = time.perf_counter()
-            row["refined_sse"] = evaluate(model, ds)["recon_sse_per_item"]
+            row["refined_sse"] = evaluate(model, ds, metrics=["recon"])["recon_sse_per_item"]
             row["refined_ratio"], row["refine_s"] = row["refined_sse"] / p_sse, time.perf_counter() - t
         rows.append(row)
         print(f"k={k}: PCA {p_sse:.2f}  AE {ae_sse:.2f}  ratio {ae_sse / p_sse:.3f}  refined {row.get('refined_sse', float('nan')):.2f}",

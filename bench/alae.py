@@ -43,7 +43,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 import aezoo
-from aezoo.apps.runs import build, reconstruction_quality, sample_quality
+from aezoo.apps.runs import build
+from aezoo.eval.metrics import reconstruction_quality, sample_quality
 from aezoo.config import to_dict
 from aezoo.env import machine_info
 from aezoo.errors import TrainingDiverged
@@ -148,8 +149,8 @@ def fmt(v, spec: str = ".4f") -> str:
 
 
 COLUMNS = [("model", "model"), ("steps", "steps"), ("nn1_acc", "1-NN acc"), ("svm_acc", "linear SVM acc"),
-           ("fd_fmnist", "FD samples"), ("sample_precision", "precision"), ("sample_recall", "recall"),
-           ("fd_recon_fmnist", "FD recon"), ("recon_mse", "recon MSE"), ("ppl_w", "PPL w"), ("ppl_z", "PPL z"),
+           ("sample_fd", "FD samples"), ("sample_precision", "precision"), ("sample_recall", "recall"),
+           ("fd_recon", "FD recon"), ("recon_mse", "recon MSE"), ("ppl_w", "PPL w"), ("ppl_z", "PPL z"),
            ("diverged", "NaN stop")]
 
 
@@ -166,8 +167,8 @@ def targets_of(rows: list[dict]) -> dict:
     by = {r["model"]: r for r in rows}
     alae, vae = by.get("alae", {}), by.get("vae", {})
     out = {}
-    if "fd_fmnist" in alae and "fd_fmnist" in vae:
-        out["alae_fd_below_vae"] = alae["fd_fmnist"] < vae["fd_fmnist"]
+    if "sample_fd" in alae and "sample_fd" in vae:
+        out["alae_fd_below_vae"] = alae["sample_fd"] < vae["sample_fd"]
     if "ppl_w" in alae:
         out["alae_ppl_w_below_z"] = alae["ppl_w"] < alae["ppl_z"]
     return out

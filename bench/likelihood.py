@@ -34,7 +34,7 @@ sampling (:func:`aezoo.eval.likelihood.importance_nll`, ``--k`` samples per item
 single-sample ELBO on the same items, and the gap -ELBO - NLL (how loose the bound is); the Frechet
 distance of ``--fd-samples`` samples (default 5,000; each model's ``sample()``, e.g. the decoder's
 Bernoulli means for vae) to as many binarised test items in the features of the Fashion-MNIST classifier
-(:func:`aezoo.apps.runs.sample_quality`; left empty when the classifier's weights are missing); for the
+(:func:`aezoo.eval.metrics.sample_quality`; left empty when the classifier's weights are missing); for the
 nvae rows, the mean KL of each latent group over the same test items (``model.group_kl``) and the number
 of active groups, those whose KL is above ``--active-threshold`` nats per item (default 0.1). nvae is
 evaluated 20 items at a time, its k samples 250 at a time, to bound memory.
@@ -68,7 +68,8 @@ import time
 import torch
 
 import aezoo
-from aezoo.apps.runs import build, sample_quality
+from aezoo.apps.runs import build
+from aezoo.eval.metrics import sample_quality
 from aezoo.config import to_dict
 from aezoo.data import num_batches
 from aezoo.env import machine_info
@@ -233,7 +234,7 @@ def print_table(rows: list[dict], a) -> None:
         cut = ", cut by time" if r["stopped_by"] == "time" else ""
         groups = f"{r['active_groups']} / {r['groups']}" if "groups" in r else "—"
         print(f"| {r['model']} | {r['params']:,} | {r['train_s']:.0f} | {r['steps']:,} ({r['planned_steps']:,}{cut}) | "
-              f"{r['nll_nats']:.2f} | {r['elbo']:.2f} | {r['nll_gap']:.2f} | {fmt(r.get('fd_fmnist'), '.1f')} | "
+              f"{r['nll_nats']:.2f} | {r['elbo']:.2f} | {r['nll_gap']:.2f} | {fmt(r.get('sample_fd'), '.1f')} | "
               f"{groups} |")
     for r in rows:
         if r["error"]:
@@ -284,7 +285,7 @@ def run(a, parts: list[str]) -> int:
                 f"measuring")
             r.update(measure(row, model, ds, a))
             groups = f", active groups {r['active_groups']} / {r['groups']}" if "groups" in r else ""
-            log(f"  NLL {r['nll_nats']:.2f} nats, ELBO {r['elbo']:.2f}, FD {fmt(r.get('fd_fmnist'), '.1f')}{groups}")
+            log(f"  NLL {r['nll_nats']:.2f} nats, ELBO {r['elbo']:.2f}, FD {fmt(r.get('sample_fd'), '.1f')}{groups}")
         rows.append(r)
     if rows:
         print_table(rows, a)

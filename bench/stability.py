@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 import aezoo
-from aezoo.apps.runs import build, reconstruction_quality, sample_quality
+from aezoo.apps.runs import build
+from aezoo.eval.metrics import reconstruction_quality, sample_quality
 from aezoo.env import machine_info
 from aezoo.errors import TrainingDiverged
 from aezoo.eval import reconstruction_metrics
@@ -66,7 +67,7 @@ def one_run(name: str, seed: int, ds, a, root: Path) -> dict:
     row["finite_weights"] = all(torch.isfinite(p).all().item() for p in model.parameters())
     if model.can_sample:
         q = sample_quality(model, ds, ds.test)
-        row.update(fd_fmnist=q.get("fd_fmnist"), sample_recall=q.get("sample_recall"),
+        row.update(sample_fd=q.get("sample_fd"), sample_recall=q.get("sample_recall"),
                    sample_precision=q.get("sample_precision"))
         spread = float(sample_images(model, 1000, seed=0).std(0).mean())
         row["sample_spread"] = spread
@@ -104,7 +105,7 @@ def main() -> int:
                 print("  " + json.dumps(rows[-1]), file=sys.stderr, flush=True)
     cols = ["model", "seed", "diverged", "steps", "decoder_updated", "discriminator_updated", "dis_real_cost",
             "dis_fake_cost", "critic_loss", "critic_on_mix", "d_loss", "g_loss", "latent_mse", "recon_mse",
-            "fd_recon_fmnist", "fd_fmnist", "sample_recall", "sample_spread", "collapsed"]
+            "fd_recon", "sample_fd", "sample_recall", "sample_spread", "collapsed"]
     cols = [c for c in cols if any(c in r for r in rows)]
     print(f"\nStability on {a.data}: {a.minutes} min per run, batch 64, seeds 0..{a.seeds - 1}\n")
     print("| " + " | ".join(cols) + " |")

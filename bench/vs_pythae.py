@@ -72,7 +72,7 @@ import time
 import torch
 
 import aezoo
-from aezoo.apps.runs import reconstruction_quality, sample_quality
+from aezoo.eval.metrics import reconstruction_quality, sample_quality
 from aezoo.config import to_dict
 from aezoo.env import machine_info
 from aezoo.eval import reconstruction_metrics
@@ -298,7 +298,7 @@ def print_vqvae(r: dict, a) -> None:
     print("|---|---|---|---|")
     print(f"| VQ-VAE training throughput, samples/s ({a.vq_epochs} epochs) | {s['pythae']:,.0f} | {s['aezoo']:,.0f} | "
           f"{s['aezoo'] / s['pythae']:.2f}x |")
-    for key, label, better in (("fd_fmnist", "Frechet distance of samples, FMNIST-classifier features", "lower"),
+    for key, label, better in (("sample_fd", "Frechet distance of samples, FMNIST-classifier features", "lower"),
                                ("sample_precision", "sample precision", "higher"),
                                ("sample_recall", "sample recall", "higher")):
         print(f"| {label} (equal time: {r['pythae_vq_s']:.0f} s + {r['pythae_prior_s']:.0f} s prior) | "
@@ -535,8 +535,8 @@ def print_vaegan(r: dict, a) -> None:
           f"{ls['aezoo'] / ls['pythae']:.2f}x |")
     print("| training loop, s (steps) | " + " | ".join(
         f"{runs[k]['train_s'] or runs[k]['call_s']:.0f} ({runs[k]['steps']})" for k in names) + " | equal wall-clock |")
-    rows = (("fd_fmnist", f"Frechet distance of {a.vaegan_score_items} samples", "lower is better"),
-            ("fd_recon_fmnist", f"Frechet distance of reconstructions ({a.vaegan_score_items} test items)",
+    rows = (("sample_fd", f"Frechet distance of {a.vaegan_score_items} samples", "lower is better"),
+            ("fd_recon", f"Frechet distance of reconstructions ({a.vaegan_score_items} test items)",
              "lower is better"),
             ("recon_mse", "reconstruction pixel MSE (test)", "lower is better"),
             ("sample_precision", "sample precision", "higher is better"),
@@ -549,8 +549,8 @@ def print_vaegan(r: dict, a) -> None:
     print("| finite weights and samples, no error | " + " | ".join(
         "yes" if q[k]["finite_weights"] and q[k]["finite_samples"] and not runs[k]["error"] else "NO" for k in names)
           + " | |")
-    if all(k in q[n] for n in ("aezoo-vaegan", "aezoo-vae") for k in ("fd_fmnist", "fd_recon_fmnist")):
-        met = all(q["aezoo-vaegan"][k] < q["aezoo-vae"][k] for k in ("fd_fmnist", "fd_recon_fmnist"))
+    if all(k in q[n] for n in ("aezoo-vaegan", "aezoo-vae") for k in ("sample_fd", "fd_recon")):
+        met = all(q["aezoo-vaegan"][k] < q["aezoo-vae"][k] for k in ("sample_fd", "fd_recon"))
         print(f"\nvaegan below vae on both Frechet distances (the paper's thesis): {'yes' if met else 'no'}")
 
 
@@ -640,7 +640,7 @@ def main(argv=None) -> int:
     print("\n| quality at equal wall-clock time (default MLP) | pythae | aezoo | |")
     print("|---|---|---|---|")
     for key, label, better in (("nll_nats", "test NLL, nats (IS, k=500)", "lower"),
-                               ("fd_fmnist", "Frechet distance, FMNIST-classifier features", "lower"),
+                               ("sample_fd", "Frechet distance, FMNIST-classifier features", "lower"),
                                ("sample_precision", "sample precision", "higher"),
                                ("sample_recall", "sample recall", "higher"),
                                ("recon_sse_per_item", "test reconstruction SSE per image", "lower")):

@@ -9,7 +9,7 @@ import aezoo
 from aezoo import corrupt
 from aezoo.apps.restore import restore_image
 from aezoo.errors import UserError
-from aezoo.models.base import Autoencoder, ModelConfig
+from aezoo.models.base import Autoencoder, ModelConfig, Restorer
 from aezoo.outputs import Encoded
 
 
@@ -62,13 +62,14 @@ def test_box_and_image_masks(tmp_path):
         corrupt.mask_from_image(tmp_path / "m.png", 12, 12)
 
 
-class Identity(Autoencoder):
+class Identity(Autoencoder, Restorer):
     """restore() returns its input: patch-wise restoration must then give back the picture exactly."""
+
+    inpaints = False
 
     def __init__(self, shape=(1, 8, 8)):
         super().__init__(ModelConfig(input_shape=shape))
         self.p = torch.nn.Parameter(torch.zeros(1))
-        self.inpaints = False
 
     def encode(self, x):
         return Encoded(x)
@@ -76,7 +77,7 @@ class Identity(Autoencoder):
     def decode(self, z):
         return z
 
-    def restore(self, x, hole=None):
+    def restore(self, x, hole=None, sigma=None):
         return x + 0 * self.p
 
 

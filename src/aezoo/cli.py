@@ -58,14 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior-of", metavar="RUN_DIR", help="pixelcnn: train the prior of the VQ-VAE in RUN_DIR on its codes")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p.add_argument("--eval", default="cheap", choices=["cheap", "full"],
+                   help="metrics the run ends with: cheap (reconstruction, restoration, codebook use, lines; default) "
+                        "or full (every metric that applies, as 'aezoo eval')")
     _common(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a trained model (JSON on stdout)",
-                       description="Print one JSON object of test metrics: recon_sse_per_item, recon_mse, psnr.")
+                       description="Print one JSON object of the metrics that apply to the run (or those of "
+                                   "--metrics) on a split; --list-metrics says which apply and why the others don't.")
     _run_data_split(p)
-    p.add_argument("--nll-k", type=int, default=500, help="importance samples for the NLL (up to 5000; default 500)")
-    p.add_argument("--nll-items", type=int, default=1000, help="items the NLL is estimated on (default 1000)")
+    p.add_argument("--metrics", help="comma-separated metric names, or 'cheap' (default: every metric that applies)")
+    p.add_argument("--list-metrics", action="store_true", help="list the metrics, which apply to this run, and why not")
+    p.add_argument("--items", type=int, help="evaluate on the split's first N items (default: all)")
+    p.add_argument("--samples", type=int, default=5000, help="draws per sampler for the sample metrics (default 5000)")
+    p.add_argument("--nll-k", type=int, default=100, help="importance samples for the NLL (up to 5000; default 100)")
+    p.add_argument("--nll-items", type=int, default=200,
+                   help="items the NLL is estimated on (default 200; the ELBO uses ten times as many)")
     _refine_arg(p)
     _common(p)
     p.set_defaults(func=cmd_eval)
@@ -148,9 +157,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--out", required=True, help="output image (.png or .jpg)")
     p.add_argument("--temperature", type=float, default=1.0, help="scale of the prior's spread (default 1)")
+    p.add_argument("--sampler", choices=["prior", "gmm"],
+                   help="prior: the model's own; gmm: a Gaussian mixture fitted on its training codes (default: "
+                        "prior where the model has one, else gmm)")
     p.add_argument("--seed", type=int, default=0)
     _common(p)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("compare", help="train the family on one dataset and rank it in one leaderboard",
+                       description="Train every family that fits --data (or --models) exactly as 'aezoo train' "
+                                   "would, at equal wall-clock time (or equal --steps), evaluate every run with the "
+                                   "same metrics on the same items, and write OUT/leaderboard.md, leaderboard.json "
+                                   "and report.html. Run again to reuse finished runs and resume an unfinished one.")
+    p.add_argument("--data", required=True, help="dataset spec, e.g. fashion-mnist, lines, folder:PATH, npy:PATH")
+    p.add_argument("--out", required=True, help="output folder (one run folder per model and seed inside)")
+    p.add_argument("--minutes", type=float, default=5.0, help="training minutes per model and seed (default 5)")
+    p.add_argument("--steps", type=int, help="equal optimizer steps per model instead of equal time")
+    p.add_argument("--models", help="comma-separated families (default: every autoencoder family)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per model (default 1); the table shows mean ± std")
+    p.add_argument("--batch-size", type=int, help="minibatch size for every model (default: each family's own)")
+    p.add_argument("--samples", type=int, default=5000, help="draws per sampler for the sample metrics (default 5000)")
+    p.add_argument("--items", type=int, help="evaluate on the test split's first N items (default: all)")
+    _common(p)
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("interpolate", help="decode paths between pairs of encoded items",
                        description="Encode random pairs of items, walk between their codes (linearly and along the "
@@ -241,13 +270,15 @@ def cmd_train(a) -> int:
             raise UserError(f"--prior-of trains a prior such as 'pixelcnn', not {a.model!r}")
         metrics = train_prior(a.prior_of, a.out, prior=a.model or "pixelcnn", data_spec=a.data, preset=a.preset,
                               model_overrides=model_sets, train_overrides=overrides, train_sets=train_sets,
-                              resume=a.resume, overwrite=a.overwrite, data_dir=a.data_dir, progress=not a.quiet)
+                              resume=a.resume, overwrite=a.overwrite, data_dir=a.data_dir, progress=not a.quiet,
+                              eval_options={"metrics": "all" if a.eval == "full" else "cheap"})
     else:
         if a.model and _is_prior(a.model) and not a.resume and not (a.data or "").startswith("codes:"):
             raise UserError(f"a {a.model} is a prior for a VQ-VAE: aezoo train {a.model} --prior-of VQVAE_RUN --out PRIOR_DIR")
         metrics = train_run(a.model, a.data, a.out, preset=a.preset, model_overrides=model_sets,
                             train_overrides=overrides, train_sets=train_sets, resume=a.resume, overwrite=a.overwrite,
-                            data_dir=a.data_dir, progress=not a.quiet)
+                            data_dir=a.data_dir, progress=not a.quiet,
+                            eval_options={"metrics": "all" if a.eval == "full" else "cheap"})
     if metrics is None:  # a rank other than 0 of a distributed run: rank 0 reports
         return 0
     print(json.dumps(metrics))
@@ -264,15 +295,27 @@ def _is_prior(model_name: str) -> bool:
 
 
 def cmd_eval(a) -> int:
-    from .apps.runs import evaluate
+    from .eval.metrics import evaluate
     from .models.run import open_run
 
     from .errors import UserError
 
     if not 1 <= a.nll_k <= 5000 or a.nll_items < 1:
         raise UserError("--nll-k must be in 1..5000 and --nll-items at least 1")
+    if a.samples < 1 or (a.items is not None and a.items < 1):
+        raise UserError("--samples and --items must be at least 1")
     model, data = open_run(a.run_dir, a.data, a.data_dir, not a.quiet, a.refine_steps)
-    print(json.dumps(evaluate(model, data, a.split, a.nll_k, a.nll_items, progress=not a.quiet)))
+    if a.list_metrics:
+        from .eval.metrics import EvalContext, applicability
+
+        for m in applicability(EvalContext(model, data, a.split, a.items)):
+            state = "applies" if m["applies"] else f"no: {m['why_not']}"
+            print(f"{m['name']:12s} {m['cost']:7s} {state}\n{'':21s}{m['about']}")
+        return 0
+    # the run's own mixture is used (and kept there when missing) only when evaluating its own data
+    keep = a.run_dir if a.data is None else None
+    print(json.dumps(evaluate(model, data, a.split, a.metrics, items=a.items, samples=a.samples, nll_k=a.nll_k,
+                              nll_items=a.nll_items, run_dir=keep, progress=not a.quiet)))
     return 0
 
 
@@ -477,18 +520,35 @@ def _image_out(path: str) -> None:
 def cmd_sample(a) -> int:
     import math
 
-    from .eval.generate import require_generator, sample_images
+    from .eval.generate import require_generator, require_gmm, sample_images
+    from .eval.gmm import sample_gmm
     from .io import save_image
-    from .models.base import load_model
+    from .models.base import Autoencoder, load_model
     from .report import grid_of
 
     _image_out(a.out)
     model = load_model(a.run_dir)
-    require_generator(model, a.run_dir)
-    images = sample_images(model, a.n, a.temperature, a.seed)
+    # by default the model's own prior; a two-stage model without one is told to train it
+    own = isinstance(model, Autoencoder) and (model.can_sample or model.discrete_codes)
+    sampler = a.sampler or ("prior" if own else "gmm")
+    if sampler == "prior" or not isinstance(model, Autoencoder):  # a prior or a restorer: says why it can't
+        require_generator(model, a.run_dir)
+        images = sample_images(model, a.n, a.temperature, a.seed)
+    else:
+        images = sample_gmm(model, require_gmm(model, a.run_dir), a.n, a.temperature, a.seed)
     kind = model.config.data_kind
     save_image(a.out, grid_of(images, tuple(model.config.input_shape), kind, max(1, math.ceil(math.sqrt(a.n)))))
     print(f"aezoo: {a.n} samples written to {a.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_compare(a) -> int:
+    from .apps.compare import run_compare
+
+    path = run_compare(a.data, a.out, minutes=a.minutes, steps=a.steps, models=a.models, seeds=a.seeds,
+                       batch_size=a.batch_size, samples=a.samples, items=a.items, data_dir=a.data_dir,
+                       progress=not a.quiet)
+    print(f"aezoo: leaderboard written to {path}", file=sys.stderr)
     return 0
 
 

@@ -58,10 +58,10 @@ STEPS = [
 ]
 RUNS = len(STEPS) + sum(step.prior is not None for step in STEPS)  # a prior is a second training run
 GENERATIVE_METRICS = ("nll_nats", "nll_bits_per_dim", "elbo", "psnr", "codebook_perplexity", "prior_bits_per_code",
-                      "fd_fmnist", "fd_recon_fmnist", "sample_precision", "sample_recall")
+                      "sample_fd", "fd_recon", "sample_precision", "sample_recall")
 # The showcase evaluates on the first 2,000 test items and 1,000 samples (eval.json records both), so the
 # whole demo stays within about 5 minutes; 'aezoo eval RUN_DIR' gives the full-size numbers.
-QUICK_EVAL = {"items": 2000, "samples": 1000, "nll_items": 200, "nll_k": 100, "probe_train": 2000}
+QUICK_EVAL = {"metrics": "all", "items": 2000, "samples": 1000, "nll_items": 200, "nll_k": 100, "probe_train": 2000}
 
 
 def run_demo(out: str = "runs/demo", minutes: float = 3.3, data_spec: str = "fashion-mnist",

@@ -39,5 +39,5 @@ def train_prior(run_dir: str, out: str, *, prior: str = "pixelcnn", data_spec: s
     # VQ-VAE run's evaluation and report are refreshed with the prior
     copy_model(out, Path(run_dir) / PRIOR_DIR)
     vq = load_model(run_dir)
-    finish_run(vq, images, Path(run_dir), eval_options, progress)
+    finish_run(vq, images, Path(run_dir), eval_options, progress, refit_gmm=False)
     return metrics

@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from ..models.base import Autoencoder
+from ..models.base import Restorer
 
 
 SHIPPED = {False: "photo-denoise", True: "photo-inpaint"}  # the models under aezoo/weights, by inpaint
 
 
-def shipped_model(inpaint: bool) -> Autoencoder:
+def shipped_model(inpaint: bool) -> Restorer:
     """The pretrained photo denoiser or inpainter that ships with the package (see aezoo/weights/README.md)."""
     from importlib.resources import files
 
@@ -41,15 +41,18 @@ def impulse_mask(image: torch.Tensor) -> torch.Tensor:
     return ((image <= 0) | (image >= 1)).any(0, keepdim=True).float()
 
 
-def require_restorer(model: Autoencoder, run_dir: str, inpaint: bool) -> None:
-    if not (isinstance(model, Autoencoder) and model.restores):
+def require_restorer(model, run_dir: str, inpaint: bool) -> None:
+    """Refuse, in one line, a run that is not a restorer of the asked kind (a denoiser given to inpaint)."""
+    if not isinstance(model, Restorer):
         raise UserError(f"{run_dir} holds an {model.name!r} model, not a restoration model; train one with "
+                        f"'aezoo train photo{' --preset inpaint' if inpaint else ''} --data patches:FOLDER ...' or "
                         f"'aezoo train dae --set corruption={'boxes:0.25' if inpaint else 'gaussian:0.2'} ...'")
     if inpaint and not model.inpaints:
-        raise UserError(f"{run_dir} was trained to denoise ({model.config.corruption}), not to inpaint; "
-                        "train with --set corruption=boxes:0.25")
+        raise UserError(f"{run_dir} holds a {model.name} model trained to denoise ({model.corruption}), not to "
+                        "inpaint; use 'aezoo denoise', or give an inpainting run")
     if not inpaint and model.inpaints:
-        raise UserError(f"{run_dir} was trained to inpaint ({model.config.corruption}); use 'aezoo inpaint'")
+        raise UserError(f"{run_dir} holds a {model.name} model trained to inpaint ({model.corruption}), not to "
+                        "denoise; use 'aezoo inpaint', or give a denoising run")
 
 
 def _window(h: int, w: int) -> torch.Tensor:
@@ -60,7 +63,7 @@ def _window(h: int, w: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def restore_image(model: Autoencoder, image: torch.Tensor, hole: torch.Tensor | None = None,
+def restore_image(model: Restorer, image: torch.Tensor, hole: torch.Tensor | None = None,
                   batch_size: int = 256, sigma: float | None = None, tile: int = 1024) -> torch.Tensor:
     """Restore one picture ``image`` (C, H, W) in [0, 1]; ``hole`` (1, H, W) marks missing pixels.
     ``sigma``: the noise level on the [0, 1] scale, for models told it (``photo``; else estimated)."""

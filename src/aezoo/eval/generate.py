@@ -12,15 +12,32 @@ from ..rng import seeded
 
 
 def require_generator(model, run_dir: str) -> None:
+    """Refuse, in one line, a run whose model has no prior to sample from."""
     if isinstance(model, Prior):
         raise UserError(f"{run_dir} holds a {model.name!r} prior over another model's codes; sample from the "
                         "run it belongs to")
+    if not isinstance(model, Autoencoder):
+        raise UserError(f"{run_dir} holds a {model.name!r} restoration model, which does not sample")
     if model.discrete_codes and model.prior is None:  # a two-stage model whose prior is not trained yet
         raise UserError(f"{run_dir}: no prior has been trained for this {model.name!r} model yet; train one with "
                         f"'aezoo train pixelcnn --prior-of {run_dir} --out PRIOR_DIR'")
     if not model.can_sample:
         raise UserError(f"{run_dir} holds an {model.name!r} model, which has no prior to sample from; "
                         "train a generative model such as 'vae'")
+
+
+def require_gmm(model, run_dir: str):
+    """The Gaussian mixture kept with the run, or a one-line refusal saying why there is none."""
+    from .gmm import gmm_applies, gmm_of
+
+    if not gmm_applies(model):
+        raise UserError(f"{run_dir} holds a {model.name!r} model without continuous codes that decode alone, so no "
+                        "Gaussian mixture samples it; use --sampler prior where the model has one")
+    gmm = gmm_of(run_dir, model)
+    if gmm is None:
+        raise UserError(f"{run_dir}: no Gaussian mixture has been fitted for this run yet; "
+                        f"'aezoo eval {run_dir} --metrics gmm_samples' fits one and keeps it with the run")
+    return gmm
 
 
 @torch.no_grad()
@@ -66,11 +83,11 @@ def interpolation_rows(model, x: torch.Tensor, pairs: int, steps: int, mode: str
     model.eval()
     g = np.random.default_rng(seed)
     idx = torch.from_numpy(g.choice(len(x), size=(pairs, 2), replace=len(x) < 2 * pairs))
-    a, b = x[idx[:, 0]], x[idx[:, 1]]
+    a, b = x[idx[:, 0]].to(model.device), x[idx[:, 1]].to(model.device)
     za, zb = model.encode(a).z, model.encode(b).z
     shape = za.shape[1:]
     za, zb = za.flatten(1), zb.flatten(1)
-    t = torch.linspace(0, 1, steps)
+    t = torch.linspace(0, 1, steps, device=za.device)
     modes = ["linear", "spherical"] if mode == "both" else [mode]
     rows, labels = [], []
     for i in range(pairs):

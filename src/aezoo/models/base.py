@@ -1,10 +1,19 @@
 """The protocol every model follows, and saving/loading a model as ``config.json`` + ``model.safetensors``.
 
 A model is an ``nn.Module`` built from one typed config, and it owns its initialisation: a model built
-twice under one seed has identical weights. Two kinds share the base :class:`Model`:
-:class:`Autoencoder` (``encode``/``decode`` items) and :class:`Prior` (a density over another model's
-codes, e.g. ``pixelcnn``). Generic code asks a model what it can do through declared capabilities
-(``can_sample``, ``restores``, ``binary_codes``, ...), never by its name or ``hasattr``.
+twice under one seed has identical weights. Three kinds share the base :class:`Model`, and a newcomer
+learns them once:
+
+- :class:`Autoencoder`: ``encode``/``decode`` items. Optional capabilities are flags declared here, each
+  naming the one method it promises (``can_sample`` -> ``sample``, ``has_likelihood`` ->
+  ``log_importance_weights``, ``discrete_codes`` -> ``code_indices``, ``binary_codes`` -> ``codes``,
+  ``latent_groups`` -> ``reconstruct_groups``); the base class declares every such method.
+- :class:`Prior`: ``log_prob``/``sample`` over another model's codes (e.g. ``pixelcnn``).
+- :class:`Restorer`: ``restore(x, hole, sigma)`` undoes a corruption (``photo``; a ``dae`` is both an
+  autoencoder and a restorer).
+
+Generic code tells the kinds apart with ``isinstance`` and calls only the methods a kind declares, never
+a model's name or ``hasattr``.
 
 Training protocol (the trainer supplies devices, precision, clipping, schedules, NaN checks,
 checkpoints, logging and the time budget, and never asks which model it trains):
@@ -157,12 +166,9 @@ class Autoencoder(Model):
         return self.decode(self.encode(x).z)
 
     # --- capabilities: what generic code may ask (a family overrides a value, or with a property when it
-    # depends on the config or on an attached prior) ---------------------------------------------
+    # depends on the config or on an attached prior); each names the method below that it promises -----
     can_sample = False  # sample(n, temperature) draws items from a prior
-    has_codes = True  # encode(x) gives a code (False: a restorer that maps pictures to pictures)
-    any_size = False  # restore(x, hole, sigma) takes pictures of any size whole (fully convolutional)
     decodes_codes = True  # decode(z) works from a code alone (interpolation); False if it needs skip features
-    restores = False  # restore(x, hole) undoes the model's corruption (inpaints: holes)
     binary_codes = False  # codes(x) gives binary words and continuous codes (a hash index holds them)
     has_likelihood = False  # log_importance_weights(x, k): ELBO and importance-sampled NLL apply
     discrete_codes = False  # code_indices(x): grids of indices into config.num_codes codes, for a Prior
@@ -170,6 +176,46 @@ class Autoencoder(Model):
     refines_codes = False  # the config's refine_steps improves codes through the decoder at inference
     traversal_dims = 0  # latent dimensions a traversal sweeps (a standard-normal prior over a vector)
     latent_groups = 0  # hierarchical latent groups: reconstruct_groups(x, keep, temperature) fixes the top ones
+
+    def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
+        """``can_sample``: n items (n, *input_shape) drawn from the model's prior."""
+        raise NotImplementedError(f"{self.name} does not sample (can_sample is False)")
+
+    def log_importance_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """``has_likelihood``: (k, B) values log p(x, z_i) - log q(z_i | x), z_i ~ q(z | x)."""
+        raise NotImplementedError(f"{self.name} has no likelihood (has_likelihood is False)")
+
+    def code_indices(self, x: torch.Tensor) -> torch.Tensor:
+        """``discrete_codes``: (B, h, w) indices into the codebook."""
+        raise NotImplementedError(f"{self.name} has no discrete codes (discrete_codes is False)")
+
+    def codes(self, x: torch.Tensor):
+        """``binary_codes``: (binary words (B, bits) in {0, 1}, continuous codes (B, bits))."""
+        raise NotImplementedError(f"{self.name} has no binary codes (binary_codes is False)")
+
+    def reconstruct_groups(self, x: torch.Tensor, keep: int, temperature: float = 0.6) -> torch.Tensor:
+        """``latent_groups``: x's top ``keep`` latent groups from its posterior, the rest from the prior."""
+        raise NotImplementedError(f"{self.name} has no latent groups (latent_groups is 0)")
+
+
+class Restorer(Model):
+    """A model that undoes a corruption: ``restore(x, hole, sigma)`` returns items like ``x``. ``corruption``
+    is the one ``aezoo eval`` measures with; ``inpaints`` says whether it fills holes (``hole`` marks them)
+    or removes noise (``sigma``, on the [0, 1] scale, for a model told the noise level; None: estimated)."""
+
+    any_size = False  # restore takes pictures of any size whole (fully convolutional)
+    takes_sigma = False  # restore's sigma is used (a noise-level map); otherwise it must be None
+
+    @property
+    def corruption(self):
+        raise NotImplementedError
+
+    @property
+    def inpaints(self) -> bool:
+        raise NotImplementedError
+
+    def restore(self, x: torch.Tensor, hole: torch.Tensor | None = None, sigma=None) -> torch.Tensor:
+        raise NotImplementedError
 
 
 class Prior(Model):
@@ -258,6 +304,7 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"{weights}: cannot read the weights ({e})") from None
     load_state(model, state, weights)
     model.attach(directory)
+    model.to(map_location)  # load_state_dict copies into the CPU-built model; its companions move with it
     return model.eval()  # inference mode (batch norm uses its running statistics); the trainer sets train()
 
 
@@ -279,5 +326,5 @@ def load_state(model: nn.Module, state: dict, where) -> None:
     model.load_state_dict(state)
 
 
-__all__ = ["ModelConfig", "Model", "Autoencoder", "Prior", "Optim", "StepContext", "save_model", "load_model",
+__all__ = ["ModelConfig", "Model", "Autoencoder", "Prior", "Restorer", "Optim", "StepContext", "save_model", "load_model",
            "copy_model", "make_config", "check_format"]

@@ -38,6 +38,7 @@ from ..nn import SkipConvNet, activation
 from ..outputs import Batch, Encoded, LossOutput
 from ..registry import register
 from .ae import AE, AEConfig
+from .base import Restorer
 
 
 @dataclass
@@ -59,7 +60,7 @@ class DAEConfig(AEConfig):
 
 
 @register("dae")
-class DAE(AE):
+class DAE(AE, Restorer):
     Config = DAEConfig
     # inpaint: a dense code sees the whole image, which filling large holes needs
     PRESETS = {"inpaint": {"corruption": "boxes:0.25", "arch": "conv", "channels": [32, 64], "latent_dim": 128},
@@ -73,7 +74,6 @@ class DAE(AE):
             self.to_code = nn.Conv2d(c.channels[-1], c.latent_dim, 1)
             self.from_code = nn.Sequential(nn.Conv2d(c.latent_dim, c.channels[-1], 1), activation(c.activation))
 
-    restores = True
     refines_codes = False  # its input is corrupted; refinement would fit the corruption
 
     @property
@@ -121,9 +121,12 @@ class DAE(AE):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.restore(x)
 
-    def restore(self, x: torch.Tensor, hole: torch.Tensor | None = None) -> torch.Tensor:
+    def restore(self, x: torch.Tensor, hole: torch.Tensor | None = None, sigma=None) -> torch.Tensor:
         """The clean estimate of corrupted items ``x``; with inpainting, ``hole`` (B, 1, H, W) marks the
-        missing pixels and the known ones are returned unchanged."""
+        missing pixels and the known ones are returned unchanged. It is not told the noise level
+        (``sigma`` must be None)."""
+        if sigma is not None:
+            raise UserError(f"a {self.name} model is not told the noise level; --sigma applies to photo models")
         out = self._output(x, hole)
         out = torch.sigmoid(out) if self.config.resolved_likelihood == "bernoulli" else out
         if self.inpaints and hole is not None:

@@ -30,9 +30,9 @@ from torch import nn
 
 from ..corrupt import Corruption, random_boxes, random_strokes
 from ..errors import UserError
-from ..outputs import Batch, Encoded, LossOutput
+from ..outputs import Batch, LossOutput
 from ..registry import register
-from .base import Autoencoder, ModelConfig, Optim
+from .base import ModelConfig, Optim, Restorer
 
 # Orthonormal opponent colour transform (rows: luminance, red-blue, green-magenta), and the scale and
 # offset that bring each row's range into [0, 1] for a greyscale network.
@@ -70,7 +70,7 @@ class PhotoConfig(ModelConfig):
 
 
 @register("photo")
-class PhotoRestorer(Autoencoder):
+class PhotoRestorer(Restorer):
     Config = PhotoConfig
     PRESETS = {"zhang2018": {"depth": 15, "width": 64, "sigma_max": 75 / 255},
                "inpaint": {"task": "inpaint"}}
@@ -80,10 +80,8 @@ class PhotoRestorer(Autoencoder):
     def optimizers(self) -> dict[str, Optim]:
         return {"main": Optim(self.parameters(), lr=1e-3 if self.config.batch_norm else 4e-4)}
 
-    restores = True
-    has_codes = False
     any_size = True
-    decodes_codes = False
+    takes_sigma = True
 
     def __init__(self, config: PhotoConfig):
         super().__init__(config)
@@ -117,9 +115,6 @@ class PhotoRestorer(Autoencoder):
     def receptive_field(self) -> int:
         """Pixels each output pixel sees, across."""
         return 2 * (2 * self.config.depth + 1)
-
-    def encode(self, x: torch.Tensor) -> Encoded:
-        raise UserError("the photo model restores pictures; it has no code (use aezoo denoise / inpaint)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Restore ``x``; an inpainter given no holes has nothing to fill."""

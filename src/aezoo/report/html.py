@@ -79,6 +79,7 @@ def run_sections(run_dir: Path, model, dataset) -> list[str]:
     import torch
 
     from ..eval import corrupt_fixed, embed, restore_batched
+    from ..eval.gmm import gmm_of
     from . import figures
     from .grid import image_grid, reconstruction_grid, to_images
 
@@ -89,10 +90,12 @@ def run_sections(run_dir: Path, model, dataset) -> list[str]:
     curves = figures.loss_curves(records)
     if curves:
         out.append("<h2>Training</h2>" + figure(curves, "Training curves (by optimizer step) and validation."))
-    if dataset.kind != "text" and model.has_codes:  # word-count vectors make no picture
+    from ..models.base import Autoencoder, Restorer
+
+    if dataset.kind != "text" and isinstance(model, Autoencoder):  # word-count vectors make no picture
         out.append("<h2>Reconstructions</h2>" + figure(pil_png(reconstruction_grid(model, dataset, "test", 16)),
                                                        "Test items (top) and their reconstructions (bottom)."))
-    if model.restores:
+    if isinstance(model, Restorer):
         x = dataset.test.x[:16]
         noisy, hole = corrupt_fixed(x, model.corruption, 0)
         restored = restore_batched(model, noisy, hole)
@@ -104,9 +107,9 @@ def run_sections(run_dir: Path, model, dataset) -> list[str]:
                      f"{evaluation['psnr_restored']:.2f} dB.")
         out.append(f"<h2>Restoration ({html.escape(str(model.corruption))})</h2>" +
                    figure(pil_png(grid), "Rows: corrupted (holes grey), restored, clean." + extra))
-    out += generative_sections(model, dataset)
-    if not model.has_codes:
+    if not isinstance(model, Autoencoder):
         return out + [model_card(model, run, evaluation)]
+    out += generative_sections(model, dataset, gmm_of(run_dir, model))
     with torch.no_grad():
         n = min(len(dataset.test), 5000)
         codes = embed(model, dataset.test.x[:n]).numpy().reshape(n, -1)  # a code map counts all its values
@@ -118,9 +121,10 @@ def run_sections(run_dir: Path, model, dataset) -> list[str]:
     return out
 
 
-def generative_sections(model, dataset) -> list[str]:
-    """Samples (models with a prior), interpolations (models that decode a code alone), traversals
-    (low-dimensional priors)."""
+def generative_sections(model, dataset, gmm=None) -> list[str]:
+    """Samples (models with a prior, and from ``gmm``, a Gaussian mixture over the training codes),
+    interpolations (models that decode a code alone), traversals (low-dimensional priors)."""
+    from ..eval.gmm import sample_gmm
     from ..eval.generate import interpolation_rows, sample_images, traversal_rows
     from .grid import grid_of, image_grid, to_images
 
@@ -130,6 +134,11 @@ def generative_sections(model, dataset) -> list[str]:
     if model.can_sample:
         out.append("<h2>Samples</h2>" + figure(pil_png(grid_of(sample_images(model, 64), dataset.shape, "image", 8)),
                                                "64 samples from the prior (temperature 1)."))
+    if gmm is not None:
+        out.append("<h2>Samples from a mixture over the codes</h2>" + figure(
+            pil_png(grid_of(sample_gmm(model, gmm, 64), dataset.shape, "image", 8)),
+            f"64 samples decoded from a {len(gmm.weights)}-component Gaussian mixture fitted on the training codes "
+            "(Ghosh et al. 2020)."))
     if model.decodes_codes:
         rows, labels = interpolation_rows(model, dataset.test.x, 4, 10, "both")
         out.append("<h2>Interpolations</h2>" + figure(

@@ -12,6 +12,7 @@ from ..errors import UserError
 class TrainConfig:
     epochs: int | None = 10  # passes over the training split; None: run until max_minutes
     max_minutes: float | None = None  # wall-clock budget, counted across resumes; stops after the current step
+    max_steps: int | None = None  # stop after this many optimizer steps (counted across resumes); None: no limit
     batch_size: int = 128
     # None below: what the model declares for each of its optimizers (most: Adam, lr 1e-3, no weight decay);
     # a value set here applies to every optimizer of the model
@@ -34,8 +35,10 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bar on stderr
 
     def validate(self) -> None:
-        if self.epochs is None and self.max_minutes is None:
-            raise UserError("give a number of epochs, a time budget (max_minutes), or both")
+        if self.epochs is None and self.max_minutes is None and self.max_steps is None:
+            raise UserError("give a number of epochs, a time budget (max_minutes) or a number of steps (max_steps)")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UserError(f"max_steps must be at least 1, got {self.max_steps}")
         if self.epochs is not None and self.epochs < 1:
             raise UserError(f"epochs must be at least 1, got {self.epochs}")
         if self.max_minutes is not None and self.max_minutes <= 0:
@@ -44,7 +47,7 @@ class TrainConfig:
             raise UserError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.lr is not None and not self.lr > 0:
             raise UserError(f"lr must be positive, got {self.lr}")
-        if self.schedule != "constant" and self.epochs is None:
+        if self.schedule != "constant" and self.epochs is None and self.max_steps is None:
             raise UserError(f"schedule={self.schedule} needs a number of epochs to plan the decay")
         for name in ("warmup_steps", "checkpoint_every", "log_every", "val_every"):
             if getattr(self, name) < 0:

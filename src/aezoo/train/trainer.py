@@ -10,6 +10,10 @@ parameters, and clips and steps them on request. The run directory receives
 Resuming restores weights, optimizer states, RNG state and the position in the data order, so a resumed
 run ends with the same weights as an uninterrupted one (CPU, same seed and thread count).
 
+On a GPU a step reads nothing back to the host (a read waits for every queued kernel): metrics are summed
+on the device and the NaN/inf check reads the losses at logging, validation and checkpoint time, naming
+the first bad loss's step and optimizers; no checkpoint is written past a bad loss.
+
 Under ``torchrun`` (WORLD_SIZE > 1; :mod:`.distributed`) the run is data-parallel: ``batch_size`` is per
 rank, each rank takes its contiguous share of every global batch of the single-process order, and each
 optimizer update averages its gradients over ranks in one all-reduce (with the NaN/inf flag, so every rank
@@ -33,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from .. import env
 from .._version import __version__
 from ..env import machine_info
 from ..config import to_dict
@@ -64,7 +69,8 @@ def resolve_device(name: str) -> torch.device:
 
 def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # native bf16 only (compute capability 8.0+: A100, RTX 30xx on); V100 and T4 emulate it, slower than fp32
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
         # Native bf16 matmul (AVX-512 BF16 / AMX); without it bf16 autocast is slower than fp32.
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -144,8 +150,9 @@ class StepRunner:
         if not self.training:
             return
         names = self._names(optimizers)
-        value = float(loss.detach())
-        if not math.isfinite(value):
+        if not self._trainer.check_at_once:  # a GPU: checked with the other losses at the next read-back
+            self._trainer._pending.append((loss.detach(), self.step_index, names))
+        elif not math.isfinite(value := float(loss.detach())):
             if self._trainer.dist is None:
                 self._trainer._diverged(value, self.step_index, names)
             self._trainer._bad = self._trainer._bad or (value, names)  # every rank stops at the next step()
@@ -205,7 +212,7 @@ class TrainResult:
     step: int
     epoch: int
     elapsed_s: float
-    stopped_by: str  # "epochs" or "time"
+    stopped_by: str  # "epochs", "time" or "steps"
     last_metrics: dict
 
 
@@ -281,10 +288,11 @@ class Trainer:
             torch.set_num_threads(c.threads)
         self.dist = distributed.join()  # a no-op in one process; joined once per process (left at exit)
         self._bad = None
+        self._pending: list = []  # (loss, step, optimizer names) not checked yet (check_at_once False)
         self.device = resolve_device(c.device)
         if self.dist is not None:
-            if self.device.type == "cuda":
-                self.device = torch.device("cuda", self.dist.local_rank)
+            if self.device.type == "cuda":  # one GPU per rank (distributed.cuda_index), the same as join() set
+                self.device = self.dist.claim_gpu()
             self.dist.device = self.device
         # auto: bf16 autocast on CUDA only. On CPU it measured slower than fp32 for our model sizes even
         # with AVX-512 BF16 (weight casts dominate at these widths; bench/precision.py), so fp32 there.
@@ -293,6 +301,10 @@ class Trainer:
         if c.precision == "bf16" and not bf16_supported(self.device):
             raise UserError(f"precision=bf16 is not supported on this {self.device.type} device; use fp32 or auto")
         self.model.to(self.device)
+        # Each loss is checked for NaN/inf before its backward pass where reading it back is free (the CPU)
+        # and in distributed runs (which read back once per update anyway: the reached-parameter flags). One
+        # process on a GPU reads the losses back at logging, validation and checkpoint time instead.
+        self.check_at_once = self.dist is not None or env.host_reads_free(self.device)
         self.world = self.dist.world if self.dist else 1
         self.main = self.dist is None or self.dist.main
         # the state a step changes without gradients, kept identical on every rank (rank 0's)
@@ -315,6 +327,8 @@ class Trainer:
                 module.compile()
         self.steps_per_epoch = num_batches(len(self.data.train), c.batch_size * self.world, drop_last=True)
         self.total_steps = c.epochs * self.steps_per_epoch if c.epochs else None
+        if c.max_steps is not None:  # the planned steps (schedules, warm-ups) end at the step limit
+            self.total_steps = c.max_steps if self.total_steps is None else min(self.total_steps, c.max_steps)
 
     def _autocast(self):
         if not self.use_bf16:
@@ -336,7 +350,23 @@ class Trainer:
             metrics = self.model.training_step(batch, ctx)
         with torch.no_grad():
             self.model.after_step(ctx)
-        return {k: float(v) for k, v in metrics.items()}
+        if self.check_at_once:
+            return {k: float(v) for k, v in metrics.items()}
+        # a GPU: no read-back per step; summed on the device in float64 (as Python sums the floats above)
+        return {k: v.detach().double() if torch.is_tensor(v) else float(v) for k, v in metrics.items()}
+
+    def _check_losses(self) -> None:
+        """The deferred NaN/inf check (one process on a GPU): the losses since the last check, read back at
+        once; the first bad one stops the run, naming its step and optimizers as the check at each backward
+        pass does on the CPU. It runs before every checkpoint, so the last good checkpoint is kept."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        values = torch.stack([v.float().reshape(()) for v, _, _ in pending])
+        bad = ~torch.isfinite(values)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            self._diverged(float(values[i]), pending[i][1], pending[i][2])
 
     def _diverged(self, value: float, step: int, names, elsewhere: bool = False) -> None:
         path = self.run_dir / CHECKPOINT if self.run_dir else None
@@ -402,7 +432,7 @@ class Trainer:
         last_val: dict = {}
         stopped_by = "epochs"
         try:
-            while c.epochs is None or state["epoch"] < c.epochs:
+            while (c.epochs is None or state["epoch"] < c.epochs) and (c.max_steps is None or state["step"] < c.max_steps):
                 out_of_time = False
                 shard = (self.dist.rank, self.world) if self.dist else (0, 1)
                 for batch in batches(self.data.train, c.batch_size * self.world, shuffle=True, seed=c.seed,
@@ -415,37 +445,49 @@ class Trainer:
                     acc_n += 1
                     items_log += len(batch) * self.world
                     bar.update(1)
+                    if len(self._pending) >= 1024:  # bounded, also with a rare log_every
+                        self._check_losses()
                     if state["step"] % c.log_every == 0 or state["step"] == self.total_steps:
+                        self._check_losses()
                         now = time.perf_counter()
                         rate = items_log / max(now - t_log, 1e-9)
-                        record = self._mean_over_ranks({k: v / acc_n for k, v in acc.items()})
+                        record = self._mean_over_ranks({k: float(v) / acc_n for k, v in acc.items()})
                         self._log(log, "train", state, now - t0, record, rate=rate)
                         bar.set_postfix(loss=f"{record.get('loss', next(iter(record.values()), 0)):.4g}",
                                         samples_s=f"{rate:,.0f}")
                         acc, acc_n, t_log, items_log = {}, 0, now, 0
                     if c.val_every and state["step"] % c.val_every == 0 and self.main:
+                        self._check_losses()
                         last_val = self.validate(state["step"])
                         self._log(log, "val", state, time.perf_counter() - t0, last_val)
                     if c.checkpoint_every and state["step"] % c.checkpoint_every == 0:
                         state["elapsed_s"] = time.perf_counter() - t0
                         self._checkpoint(state)
+                    if c.max_steps is not None and state["step"] >= c.max_steps:  # the same on every rank
+                        out_of_time, stopped_by = True, "steps"
+                        break
                     if c.max_minutes is not None:
                         out_of_time = time.perf_counter() - t0 >= 60 * c.max_minutes
                         if self.dist is not None:
                             out_of_time = self.dist.decide(out_of_time)
                         if out_of_time:
+                            stopped_by = "time"
                             break
                 if out_of_time:
-                    stopped_by = "time"
                     break
                 state["epoch"] += 1
                 state["batch"] = 0
                 if not c.val_every and self.main:
+                    self._check_losses()
                     last_val = self.validate(state["step"])
                     self._log(log, "val", state, time.perf_counter() - t0, last_val)
+        except Exception:
+            self._check_losses()  # a loss that went bad before the error explains it better
+            raise
         finally:
             bar.close()
             log.close()
+        self._check_losses()
         state["elapsed_s"] = time.perf_counter() - t0
         self._checkpoint(state)
         if writes:
@@ -458,13 +500,17 @@ class Trainer:
     def _checkpoint(self, state: dict) -> None:
         if self.run_dir is None:
             return
+        self._check_losses()  # never a checkpoint of weights a bad loss has reached
+        gpu = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None  # its own GPU only
         if self.dist is None:
-            ckpt.save_checkpoint(self.run_dir / CHECKPOINT, self.model, self.optimizers, state)
+            ckpt.save_checkpoint(self.run_dir / CHECKPOINT, self.model, self.optimizers, state,
+                                 cuda_rng=None if gpu is None else [gpu])
             return
         states = self.dist.gather_bytes(torch.get_rng_state())  # every rank's noise goes on after a resume
+        gpus = self.dist.gather_bytes(gpu) if gpu is not None else None  # every rank's GPU stream, too
         if self.main:
             ckpt.save_checkpoint(self.run_dir / CHECKPOINT, self.model, self.optimizers,
-                                 {**state, "world_size": self.world}, rank_rng=states)
+                                 {**state, "world_size": self.world}, rank_rng=states, cuda_rng=gpus)
 
     def _mean_over_ranks(self, record: dict) -> dict:
         if self.dist is None or not record:
@@ -492,7 +538,7 @@ class Trainer:
         load_state(self.model, model_state, path)
         for name, opt in self.optimizers.items():
             ckpt.restore_optimizer(opt, name, tensors, opt_meta, self.device)
-        ckpt.restore_rng(tensors, self.dist.rank if self.dist else 0)
+        ckpt.restore_rng(tensors, self.dist.rank if self.dist else 0, self.device)
         return state
 
     def _write_run_json(self, state: dict, finished: bool, stopped_by: str | None = None, val: dict | None = None):

@@ -1,0 +1,88 @@
+"""aezoo compare: a tiny compare of three families end to end, a killed compare run again, and its errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import needs_fmnist, run_cli, run_cli_many
+
+from aezoo.apps.compare import _status
+
+
+@needs_fmnist
+def test_tiny_compare_ranks_three_families(tmp_path):
+    out = tmp_path / "cmp"
+    r = run_cli("compare", "--data", "fashion-mnist?limit=2000", "--out", out, "--minutes", "0.05",
+                "--models", "ae,vae,acai", "--samples", "200", "--items", "500", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "[2/3] training vae seed 0" in r.stderr and "leaderboard written" in r.stderr
+    board = json.loads((out / "leaderboard.json").read_text())
+    runs = {x["model"]: x for x in board["runs"]}
+    assert set(runs) == {"ae", "vae", "acai"}
+    for name, run in runs.items():
+        assert run["items"] == 500 and run["sample_items"] == 200  # the same items and draws for every model
+        assert run["commands"][0].startswith(f"aezoo train {name} --data \"fashion-mnist?limit=2000\"")
+        assert run["features"] == "fmnist-classifier"
+        assert "gmm_sample_fd" in run  # every family here decodes codes: a mixture sampler each
+        assert (out / f"{name}-seed0" / "gmm.safetensors").is_file()
+    assert "sample_fd" in runs["vae"] and "sample_fd" not in runs["ae"]  # only vae has its own prior
+    assert "nll_nats" in runs["vae"] and "linear_probe_acc" in runs["acai"]
+    md = (out / "leaderboard.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| model"))
+    assert "GMM sample FD" in header and "NLL nats" in header and "lines distance" not in header
+    assert md.count("**") >= 2 * 5  # the best of each ranked column is bold
+    page = (out / "report.html").read_text()
+    for view in ("Reconstructions", "Samples", "Interpolations"):
+        assert f"<h2>{view}</h2>" in page
+    assert page.count("<th>vae (prior)</th>") == 1 and page.count("(GMM)</th>") == 3
+
+
+def test_a_killed_compare_reuses_finished_runs(tmp_path):
+    out = tmp_path / "cmp"
+    args = ["compare", "--data", "digits", "--out", out, "--minutes", "0.1", "--models", "ae,vae",
+            "--samples", "100", "--quiet"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([sys.executable, "-m", "aezoo.cli", *map(str, args)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, env=env, start_new_session=True)
+    done = out / "results" / "ae-seed0.json"
+    deadline = time.time() + 180
+    while not done.is_file() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert done.is_file(), p.stderr.read().decode() if p.poll() is not None else "timed out"
+    os.killpg(p.pid, signal.SIGKILL)  # while vae trains (or is about to)
+    p.wait()
+    assert not (out / "leaderboard.json").exists()
+    first = (out / "ae-seed0" / "model.safetensors").stat().st_mtime_ns
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert "ae seed 0: finished earlier, reused" in r.stderr
+    assert (out / "ae-seed0" / "model.safetensors").stat().st_mtime_ns == first
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert [x["model"] for x in board["runs"]] == ["ae", "vae"]
+    # other settings for the same folder are refused; so are bad arguments, in one line each
+    errors = run_cli_many(["compare", "--data", "digits", "--out", out, "--minutes", "0.2", "--models", "ae,vae"],
+                          ["compare", "--data", "digits", "--out", tmp_path / "x", "--models", "ae,pixelcnn"],
+                          ["compare", "--data", "digits", "--out", tmp_path / "y", "--models", "nope"],
+                          ["compare", "--data", "digits", "--out", tmp_path / "z", "--seeds", "0"])
+    for e, want in zip(errors, ["other settings", "not an autoencoder family", "unknown model 'nope'", "--seeds"]):
+        assert e.returncode == 2 and e.stderr.startswith("aezoo: error:") and want in e.stderr, e.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
+
+
+def test_run_states(tmp_path):
+    run = tmp_path / "r"
+    assert _status(run) == "new"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"finished": False}))
+    assert _status(run) == "new"  # killed before its first checkpoint: trained again
+    (run / "checkpoint.safetensors").write_bytes(b"x")
+    assert _status(run) == "partial"  # resumed
+    (run / "run.json").write_text(json.dumps({"finished": True}))
+    assert _status(run) == "partial"  # finished but its model not yet written
+    (run / "model.safetensors").write_bytes(b"x")
+    assert _status(run) == "trained"
+    (run / "run.json").write_text("{not json")
+    assert _status(run) == "new"
