@@ -177,3 +177,26 @@ def test_bad_train_configs_are_user_errors(digits):
     wrong = aezoo.create("ae", input_shape=(1, 28, 28), widths=[8], latent_dim=2)
     with pytest.raises(UserError, match="shape"):
         aezoo.Trainer(wrong, digits, aezoo.TrainConfig(), "unused")
+
+
+def test_max_steps_stops_there_plans_the_schedule_and_resumes_past_it(tmp_path, digits):
+    per_epoch = len(digits.train) // 64
+    base = dict(epochs=None, batch_size=64, seed=2, progress=False, schedule="cosine", checkpoint_every=0)
+    t = aezoo.Trainer(Noisy(), digits, aezoo.TrainConfig(**base, max_steps=per_epoch + 3), tmp_path / "a")
+    r = t.fit()
+    assert r.step == per_epoch + 3 and r.stopped_by == "steps"  # across an epoch boundary
+    assert t.total_steps == per_epoch + 3  # the cosine decay ends at the step limit
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["stopped_by"] == "steps"
+    # the same steps in one run and in two (the second extends max_steps) give the same weights
+    full = Noisy()
+    aezoo.Trainer(full, digits, aezoo.TrainConfig(**{**base, "schedule": "constant"}, max_steps=12), tmp_path / "f").fit()
+    part = Noisy()
+    aezoo.Trainer(part, digits, aezoo.TrainConfig(**{**base, "schedule": "constant"}, max_steps=5), tmp_path / "p").fit()
+    resumed = Noisy()
+    again = aezoo.Trainer(resumed, digits, aezoo.TrainConfig(**{**base, "schedule": "constant"}, max_steps=12),
+                          tmp_path / "p").fit(resume=True)
+    assert again.step == 12
+    a, b = weights(full), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(UserError, match="max_steps must be at least 1"):
+        aezoo.TrainConfig(epochs=None, max_steps=0).validate()
