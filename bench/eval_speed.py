@@ -5,8 +5,8 @@
 Runs missing from ``DIR`` are trained first (``aezoo train FAMILY --data fashion-mnist --max-minutes
 MINUTES --threads 2``; ``pixelcnn`` is the ``vqvae`` run's prior, ``--prior-of``), default settings
 otherwise. Each evaluation is a fresh process (imports and data loading included) with the default
-sizes: the full test split, 5,000 samples, the NLL with k = 500 on 1,000 items, probes fitted on 10,000
-training items. Before each one the script waits until other processes use under 0.2 of a core, and it
+sizes: every metric that applies, on the full test split, 5,000 samples per sampler, the NLL with
+k = 100 on 200 items (ELBO on 2,000), probes fitted on 5,000 training items. Before each one the script waits until other processes use under 0.2 of a core, and it
 records the CPU seconds they used meanwhile (``others_cpu_s``): on a shared machine, a time with much of
 that is noise, so a measurement during which they averaged over 0.1 core is repeated (up to ``--tries``
 times; the least disturbed is kept). Prints a table and writes bench/results/eval_speed[_NAME].json.
@@ -25,7 +25,7 @@ from pathlib import Path
 from aezoo.env import machine_info
 from aezoo.io import write_json
 
-FAMILIES = ["ae", "dae", "hash", "vae", "vqvae", "pixelcnn"]
+FAMILIES = ["ae", "dae", "hash", "vae", "vqvae", "pixelcnn", "vaegan", "acai", "alae", "nvae"]
 
 
 def busy_seconds() -> float:

@@ -576,13 +576,15 @@ def cmd_interpolate(a) -> int:
 def cmd_list(a) -> int:
     from . import registry
     from .data import KINDS
-    from .models.base import Prior
+    from .models.base import Autoencoder, Prior, Restorer
 
     models = {}
     for name in registry.names():
         cls = registry.get(name)
         doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-        models[name] = {"about": doc[0] if doc else "", "presets": sorted(cls.PRESETS), "kind": "prior" if issubclass(cls, Prior) else "autoencoder"}
+        kinds = [k for k, base in (("autoencoder", Autoencoder), ("prior", Prior), ("restorer", Restorer))
+                 if issubclass(cls, base)]
+        models[name] = {"about": doc[0] if doc else "", "presets": sorted(cls.PRESETS), "kind": "+".join(kinds)}
     if a.json:
         print(json.dumps({"models": models, "datasets": KINDS}, indent=2))
         return 0
