@@ -57,7 +57,7 @@ def test_two_ranks_of_batch_b_train_as_one_process_of_batch_2b_and_only_rank_0_w
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
-        ["checkpoint.safetensors", "config.json", "eval.json", "metrics.jsonl", "model.safetensors",
+        ["checkpoint.safetensors", "config.json", "eval.json", "gmm.safetensors", "metrics.jsonl", "model.safetensors",
          "reconstructions.png", "report.html", "run.json"])
     lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == len((tmp_path / "one" / "metrics.jsonl").read_text().splitlines())  # one writer

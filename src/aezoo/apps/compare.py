@@ -360,12 +360,12 @@ def write_report(out_dir: Path, dataset, results: list[dict], settings: dict) ->
     budget = f"{settings['steps']} steps" if settings["steps"] else f"{settings['minutes']:g} minutes"
     parts = [f"<h1>aezoo compare: {html.escape(settings['data'])}</h1>",
              f"<p class='muted'>Each family trained for {html.escape(budget)} per seed; bold: the best of a column. "
-             f"{html.escape(_feature_note(results))}</p>", "<table><tr>" +
+             f"{html.escape(_feature_note(results).replace('`', ''))}</p>", "<div style='overflow-x:auto'><table><tr>" +
              "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
     for row in rows:
         parts.append(f"<tr><td>{html.escape(row[0])}</td>" + "".join(
             f"<td>{'<b>' if best else ''}{html.escape(v)}{'</b>' if best else ''}</td>" for v, best in row[1:]) + "</tr>")
-    parts.append("</table>")
+    parts.append("</table></div>")
     if notes:
         parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     if dataset.kind == "image":
