@@ -40,36 +40,51 @@ def test_tiny_compare_ranks_three_families(tmp_path):
     assert page.count("<th>vae (prior)</th>") == 1 and page.count("(GMM)</th>") == 3
 
 
-def test_a_killed_compare_reuses_finished_runs(tmp_path):
+def _start(args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "aezoo.cli", *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+                            start_new_session=True)
+
+
+def _kill_when(p, path, seconds=180):
+    deadline = time.time() + seconds
+    while not path.is_file() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert path.is_file(), p.stderr.read().decode() if p.poll() is not None else "timed out"
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+
+
+def test_a_killed_compare_reuses_finished_runs_and_resumes_the_unfinished_one(tmp_path):
     out = tmp_path / "cmp"
     args = ["compare", "--data", "digits", "--out", out, "--minutes", "0.1", "--models", "ae,vae",
             "--samples", "100", "--quiet"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    p = subprocess.Popen([sys.executable, "-m", "aezoo.cli", *map(str, args)], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, env=env, start_new_session=True)
-    done = out / "results" / "ae-seed0.json"
-    deadline = time.time() + 180
-    while not done.is_file() and p.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert done.is_file(), p.stderr.read().decode() if p.poll() is not None else "timed out"
-    os.killpg(p.pid, signal.SIGKILL)  # while vae trains (or is about to)
-    p.wait()
+    _kill_when(_start(args), out / "results" / "ae-seed0.json")  # killed once ae is done
     assert not (out / "leaderboard.json").exists()
     first = (out / "ae-seed0" / "model.safetensors").stat().st_mtime_ns
+    # vae killed mid-run after a checkpoint: its recorded command, checkpointing every 5 steps
+    cmd = ["train", "vae", "--data", "digits", "--out", out / "vae-seed0", "--max-minutes", "0.1", "--quiet",
+           "--set", "train.checkpoint_every=5", "--overwrite"]
+    _kill_when(_start(cmd), out / "vae-seed0" / "checkpoint.safetensors")
+    log = (out / "vae-seed0" / "metrics.jsonl").read_text().splitlines()
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
-    assert "ae seed 0: finished earlier, reused" in r.stderr
+    assert "ae seed 0: finished earlier, reused" in r.stderr and "resuming vae-seed0" in r.stderr
     assert (out / "ae-seed0" / "model.safetensors").stat().st_mtime_ns == first
+    resumed = (out / "vae-seed0" / "metrics.jsonl").read_text().splitlines()
+    assert resumed[: len(log)] == log and len(resumed) >= len(log)  # continued, not begun again
     board = json.loads((out / "leaderboard.json").read_text())
     assert [x["model"] for x in board["runs"]] == ["ae", "vae"]
-    # other settings for the same folder are refused; so are bad arguments, in one line each
+    # other settings for the same folder are refused; so are bad arguments, in one line each, writing nothing
     errors = run_cli_many(["compare", "--data", "digits", "--out", out, "--minutes", "0.2", "--models", "ae,vae"],
                           ["compare", "--data", "digits", "--out", tmp_path / "x", "--models", "ae,pixelcnn"],
                           ["compare", "--data", "digits", "--out", tmp_path / "y", "--models", "nope"],
-                          ["compare", "--data", "digits", "--out", tmp_path / "z", "--seeds", "0"])
-    for e, want in zip(errors, ["other settings", "not an autoencoder family", "unknown model 'nope'", "--seeds"]):
+                          ["compare", "--data", "digits", "--out", tmp_path / "z", "--seeds", "0"],
+                          ["compare", "--data", "nosuchdata", "--out", tmp_path / "w"])
+    for e, want in zip(errors, ["other settings", "not an autoencoder family", "unknown model 'nope'", "--seeds",
+                                "nosuchdata"]):
         assert e.returncode == 2 and e.stderr.startswith("aezoo: error:") and want in e.stderr, e.stderr
-    assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
+    assert not any((tmp_path / d).exists() for d in "xyzw")
 
 
 def test_run_states(tmp_path):

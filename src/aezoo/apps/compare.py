@@ -148,15 +148,24 @@ def _status(run_dir: Path) -> str:
 
 
 def _train_one(name, spec, dataset, run_dir: Path, minutes, steps, batch_size, seed, progress) -> list[str]:
-    """Train (or resume) one run, and its prior for a two-stage family; the commands that do it."""
+    """Train (or resume) one run, and its prior for a two-stage family; the commands that do it. A run begun
+    earlier keeps the step plan it was begun with (a resumed run must match an uninterrupted one)."""
     two_stage = registry.get(name).discrete_codes  # its samples need a prior over the codes
     share = (1 - PRIOR_SHARE) if two_stage and steps is None else 1.0
-    overrides, sets = _train_sets(name, dataset, minutes * share, steps, batch_size, seed)
-    commands = [_command(name, spec, run_dir, overrides, sets)]
     state = _status(run_dir)
+    if state == "new":
+        overrides, sets = _train_sets(name, dataset, minutes * share, steps, batch_size, seed)
+    else:
+        planned = read_json(run_dir / "run.json").get("train", {}).get("max_steps")
+        overrides = {"epochs": None, "seed": seed, "batch_size": batch_size}
+        overrides.update({} if steps is not None else {"max_minutes": minutes * share})
+        sets = ["epochs=null"] + ([f"max_steps={planned}"] if planned else [])
+    commands = [_command(name, spec, run_dir, overrides, sets)]
+    if state == "partial":
+        _say(f"resuming {run_dir.name} from its last checkpoint")
     if state != "trained":
         train_run(name if state == "new" else None, spec, str(run_dir), model_overrides=[],
-                  train_overrides=overrides, train_sets=sets, resume=state == "partial",
+                  train_overrides=overrides, train_sets=sets if state == "new" else [], resume=state == "partial",
                   overwrite=state == "new" and run_dir.exists(), progress=progress, dataset=dataset)
     if two_stage:
         prior_dir = run_dir.parent / f"{run_dir.name}-prior"
@@ -165,9 +174,9 @@ def _train_one(name, spec, dataset, run_dir: Path, minutes, steps, batch_size, s
         commands.append(_command("pixelcnn", spec, prior_dir, p_over, p_sets, prior_of=run_dir))
         p_state = _status(prior_dir)
         if p_state != "trained" or not (run_dir / "prior" / "model.safetensors").is_file():
-            train_prior(str(run_dir), str(prior_dir), train_overrides=p_over, train_sets=p_sets,
-                        resume=p_state == "partial", overwrite=p_state != "partial" and prior_dir.exists(),
-                        progress=progress)
+            train_prior(str(run_dir), str(prior_dir), train_overrides=p_over,
+                        train_sets=p_sets if p_state != "partial" else [], resume=p_state == "partial",
+                        overwrite=p_state != "partial" and prior_dir.exists(), progress=progress)
     return commands
 
 
@@ -195,10 +204,10 @@ def run_compare(data_spec: str, out: str, *, minutes: float = 5.0, steps: int | 
                             "arguments to continue it, or choose a new --out")
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"{out}: exists and is not an aezoo compare folder; choose a new --out")
+    dataset = data_mod.load(data_spec, data_dir, progress)  # a bad spec leaves nothing behind
     with one_writer(out_dir):
         make_dir(out_dir)
         write_json(state_file, {"settings": settings})
-        dataset = data_mod.load(data_spec, data_dir, progress)
         results = _run_all(names, dataset, out_dir, minutes, steps, seeds, batch_size, samples, items, progress)
         write_json(out_dir / "leaderboard.json", {"settings": settings, "machine": _machine(), "runs": results,
                                                    "summary": summarise(results)})
@@ -233,6 +242,7 @@ def _run_all(names, dataset, out_dir: Path, minutes, steps, seeds, batch_size, s
         if result_file.is_file():
             _say(f"[{i}/{len(runs)}] {name} seed {seed}: finished earlier, reused")
             results.append(read_json(result_file))
+            done_train += 1
             continue
         left = len(todo) - done_train
         eta = "" if steps else f"; {left * minutes:.1f} min of training left with this one"
@@ -251,8 +261,8 @@ def _run_all(names, dataset, out_dir: Path, minutes, steps, seeds, batch_size, s
                   "stopped_by": run.get("stopped_by"), **{k: v for k, v in metrics.items() if k not in ("model",)}}
         if model.prior is not None:
             prior_run = read_json(out_dir / f"{run_dir.name}-prior" / "run.json")
-            result.update(prior_steps=prior_run.get("step"), train_s=round(run.get("elapsed_s", 0) +
-                                                                            prior_run.get("elapsed_s", 0), 2))
+            result.update(prior_steps=prior_run.get("step"), train_s=round((run.get("elapsed_s") or 0) +
+                                                                            (prior_run.get("elapsed_s") or 0), 2))
         write_json(result_file, result)
         results.append(result)
     _say(f"all runs done in {(time.perf_counter() - t_start) / 60:.1f} min")
@@ -269,7 +279,7 @@ def summarise(results: list[dict]) -> dict:
         out.setdefault(r["model"], {})
         for key, *_ in COLUMNS:
             v = r.get(key)
-            if isinstance(v, (int, float)) and v is not None and math.isfinite(v):
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                 out[r["model"]].setdefault(key, []).append(float(v))
     for model, cols in out.items():
         for key, vals in list(cols.items()):
