@@ -251,6 +251,8 @@ def test_a_run_trained_on_a_gpu_resumes_on_the_cpu_with_device_cpu(tmp_path):
     (run / "run.json").write_text(json.dumps(meta))
     r = run_cli("train", "--out", run, "--resume", "--epochs", "2", "--quiet")
     assert r.returncode == 2 and r.stderr == "aezoo: error: device cuda requested but no CUDA device is available\n"
+    r = run_cli("train", "--out", run, "--resume", "--epochs", "2", "--quiet", "--set", "train.lr=0.5")
+    assert r.returncode == 2 and "--set train.lr cannot change" in r.stderr, r.stderr  # only the budget and device
     r = run_cli("train", "--out", run, "--resume", "--epochs", "2", "--quiet", "--device", "cpu")
     assert r.returncode == 0, r.stderr
     meta = json.loads((run / "run.json").read_text())

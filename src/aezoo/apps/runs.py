@@ -96,6 +96,10 @@ def _prepare(model_name, data_spec, out_dir: Path, preset, model_overrides, trai
         # A resumed run may extend its budget (epochs, max_minutes) and move to another device (bit-exact
         # resumes are promised on the same device only); nothing else changes.
         allowed = {"epochs", "max_minutes", "max_steps", "progress", "device"}
+        fixed = sorted({t.split("=", 1)[0].strip() for t in train_sets} - allowed)
+        if fixed:
+            raise UserError(f"a resumed run keeps its training config; --set train.{fixed[0]} cannot change (on "
+                            f"resume only {', '.join(sorted(allowed - {'progress'}))} can)")
         cfg = _apply_train(cfg, {k: v for k, v in (train_overrides or {}).items() if k in allowed}, train_sets)
         dataset = dataset or data_mod.load(data_spec, data_dir, progress)
         cls = get_model_class(meta["model"])
