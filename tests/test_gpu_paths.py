@@ -98,25 +98,21 @@ def test_leaving_a_gloo_and_nccl_group_meets_the_others_in_a_plain_gloo_group(mo
 
 def test_nccl_timeouts_are_asked_to_raise_in_the_waiting_thread_and_a_users_setting_wins(monkeypatch):
     unset_later(monkeypatch, *NCCL_ENV)
-    seen: dict = {}
-    try:
-        joined_as_if_with_cuda(monkeypatch, seen)
-        distributed.leave()
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-        distributed._GROUP = None
-    assert seen == {"TORCH_NCCL_BLOCKING_WAIT": "1", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "2"}
+
+    def join_and_leave() -> dict:
+        seen: dict = {}
+        try:
+            joined_as_if_with_cuda(monkeypatch, seen)
+            distributed.leave()
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+            distributed._GROUP = None
+        return seen
+
+    assert join_and_leave() == {"TORCH_NCCL_BLOCKING_WAIT": "1", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "2"}
     monkeypatch.setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "3")
-    seen.clear()
-    try:
-        joined_as_if_with_cuda(monkeypatch, seen)
-        distributed.leave()
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-        distributed._GROUP = None
-    assert seen["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "3"
+    assert join_and_leave()["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "3"
     # what a blocking wait raises on a timeout (DistBackendError) is the one-line PeerLost
     group = distributed.Group(0, 2, 0, torch.device("cpu"))
 
