@@ -1,40 +1,17 @@
 """The protocol every model follows, and saving/loading a model as ``config.json`` + ``model.safetensors``.
 
-A model is an ``nn.Module`` built from one typed config, and it owns its initialisation: a model built
-twice under one seed has identical weights. Three kinds share the base :class:`Model`, and a newcomer
-learns them once:
+A model is an ``nn.Module`` built from one typed config; it owns its initialisation (one seed, one set of
+weights). It is of one of three kinds, told apart with ``isinstance``, never a name or ``hasattr``:
+:class:`Autoencoder` (``encode``/``decode``; each capability flag names one method the class declares),
+:class:`Prior` (``log_prob``/``sample`` over another model's codes) and :class:`Restorer`
+(``restore(x, hole, sigma)``; a ``dae`` is both an autoencoder and a restorer).
 
-- :class:`Autoencoder`: ``encode``/``decode`` items. Optional capabilities are flags declared here, each
-  naming the one method it promises (``can_sample`` -> ``sample``, ``has_likelihood`` ->
-  ``log_importance_weights``, ``discrete_codes`` -> ``code_indices``, ``binary_codes`` -> ``codes``,
-  ``latent_groups`` -> ``reconstruct_groups``); the base class declares every such method.
-- :class:`Prior`: ``log_prob``/``sample`` over another model's codes (e.g. ``pixelcnn``).
-- :class:`Restorer`: ``restore(x, hole, sigma)`` undoes a corruption (``photo``; a ``dae`` is both an
-  autoencoder and a restorer).
-
-Generic code tells the kinds apart with ``isinstance`` and calls only the methods a kind declares, never
-a model's name or ``hasattr``.
-
-Training protocol (the trainer supplies devices, precision, clipping, schedules, NaN checks,
-checkpoints, logging and the time budget, and never asks which model it trains):
-
-- ``optimizers()`` declares named optimizers: :class:`Optim` (class among Adam, AdamW, Adamax, RMSprop;
-  lr, betas, weight decay; which parameters, optionally in groups with an ``lr_scale``). Fields left at
-  None come from the training config. Default: one Adam, ``"main"``, over every parameter.
-- ``training_step(batch, ctx)`` runs one step as the paper's algorithm reads and returns metrics. The
-  :class:`StepContext` ``ctx`` gives ``ctx.backward(loss, *names)``: gradients of ``loss`` into the
-  parameters of the named optimizers only (gradient routing; ``retain_graph=True`` when several losses
-  share one forward pass), and ``ctx.step(*names)``: clip, update, zero those optimizers' gradients.
-  An optimizer may step several times per batch; penalties that differentiate gradients (R1) call
-  ``torch.autograd.grad(..., create_graph=True)`` themselves. The default step minimises ``loss(batch,
-  step)`` with every optimizer.
-- ``validation_step(batch, ctx)`` returns metrics on held-out data; ``ctx.training`` is False and
-  ``backward``/``step`` do nothing. The default runs ``training_step`` under ``no_grad``; a model whose
-  step needs gradients (a gradient penalty) overrides it to run with them.
-- ``after_step(ctx)``: called after each training step without gradients (e.g. an EMA of weights).
-- ``ctx.step_index`` and ``ctx.total_steps`` (planned steps; None on a time budget alone) let a loss
-  change over training (warm-ups as a fraction of the run).
-- ``prepare(train)``: deterministic data-dependent state before the first step (fresh or resumed).
+Training (the trainer supplies devices, precision, clipping, schedules, NaN checks, checkpoints, logging
+and the time budget, and never asks which model it trains): ``optimizers()`` declares named
+:class:`Optim` s (default: one Adam over everything); ``training_step(batch, ctx)`` runs one step as the
+paper's algorithm reads, routing each loss with ``ctx.backward(loss, *names)`` and updating with
+``ctx.step(*names)`` (see :class:`StepContext`); by default it minimises ``loss(batch, step)``.
+``validation_step``, ``after_step``, ``prepare`` and ``attach`` are hooks with their own docstrings.
 """
 
 from __future__ import annotations
@@ -87,7 +64,13 @@ class Optim:
 
 
 class StepContext(Protocol):
-    """What a training or validation step may ask of the trainer (see the module docstring)."""
+    """What a training or validation step may ask of the trainer. ``backward(loss, *names)``: gradients of
+    ``loss`` into the parameters of the named optimizers only (``retain_graph=True`` when several losses
+    share one forward pass); ``step(*names)``: clip, update and zero those optimizers' gradients, as often
+    as the algorithm says. Penalties that differentiate gradients (R1) call ``torch.autograd.grad(...,
+    create_graph=True)`` themselves. ``step_index`` and ``total_steps`` (planned; None on a time budget
+    alone) let a loss change over training; during validation ``training`` is False and ``backward`` and
+    ``step`` do nothing."""
 
     step_index: int  # 0-based index of this batch's step in the run
     total_steps: int | None  # planned steps of the run; None when only a time budget is given
@@ -127,6 +110,8 @@ class Model(nn.Module):
         return out.metrics
 
     def validation_step(self, batch: Batch, ctx: StepContext) -> dict[str, Any]:
+        """Metrics on held-out data: ``training_step`` under ``no_grad`` (a model whose step needs gradients,
+        such as a gradient penalty, overrides this to run with them)."""
         with torch.no_grad():
             return self.training_step(batch, ctx)
 
