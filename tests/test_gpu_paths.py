@@ -477,6 +477,20 @@ def test_the_masked_restart_moves_dead_codes_only_onto_this_batchs_outputs():
     assert torch.allclose(q.ema_sum[dead], q.codebook[dead] * 1.0)
 
 
+def test_a_training_pass_without_host_reads_restarts_dead_codes_with_masks(monkeypatch):
+    from aezoo.nn.quantize import VectorQuantizer
+
+    monkeypatch.setattr(aezoo.env, "host_reads_free", lambda device: False, raising=False)
+    q = VectorQuantizer(num_codes=6, dim=3, dead_threshold=1.0).train()
+    z = torch.randn(2, 3, 2, 2)
+    q(z)  # the first pass starts the codebook on these outputs
+    q.ema_count.copy_(torch.tensor([50.0, 0.0, 0.0, 0.0, 0.0, 0.0]))  # codes 1-5 dead
+    far = torch.randn(2, 3, 2, 2) + 100
+    q(far)
+    rows = {tuple(r.tolist()) for r in far.permute(0, 2, 3, 1).reshape(-1, 3)}
+    assert sum(tuple(c.tolist()) in rows for c in q.codebook[1:]) >= 4  # restarted onto this batch's outputs
+
+
 # --- scripts/gpu-check.sh: its CPU fallbacks -------------------------------------------------------
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU, run scripts/gpu-check.sh itself (minutes)")
 def test_the_gpu_check_script_passes_its_cpu_fallbacks(tmp_path):
