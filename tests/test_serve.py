@@ -246,7 +246,9 @@ def test_the_page_in_headless_chromium_types_uploads_and_clicks(indexes, tmp_pat
         driver.find_element(By.ID, "q").send_keys("train/7\n")
         wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "for item train/7"))
         results = driver.find_elements(By.CSS_SELECTOR, "#results .result")
-        assert len(results) == 24 and results[0].find_element(By.TAG_NAME, "img").get_property("naturalWidth") > 0
+        assert len(results) == 24
+        thumb = results[0].find_element(By.TAG_NAME, "img")  # loaded by the browser after the text is shown
+        wait.until(lambda _: thumb.get_property("complete") and thumb.get_property("naturalWidth") > 0)
         # upload an image, see results
         digit = (aezoo.data.load("digits").train.x[3, 0].numpy() * 255).astype(np.uint8)
         Image.fromarray(digit).save(tmp_path / "three.png")
