@@ -13,7 +13,8 @@ class Grads:
     """A StepContext that keeps, per optimizer name, the gradient its loss sends into its parameters."""
 
     def __init__(self, model):
-        self.groups = {n: [p for p in o.params] for n, o in model.optimizers().items()}
+        self.groups = {n: [q for g in o.params for q in (g["params"] if isinstance(g, dict) else [g])]
+                       for n, o in model.optimizers().items()}
         self.training, self.step_index, self.total_steps = True, 0, 10
         self.grads, self.losses = {}, {}
 
@@ -99,6 +100,44 @@ def test_vaegan_discriminator_learns_the_weighted_gan_loss_alone():
     g = m.config.gamma
     dec = g * metrics["feature_loss"] - (1 - g) * torch.nn.functional.softplus(d[b:]).sum() / b
     assert torch.allclose(ctx.losses["decoder"], dec, atol=1e-4)
+
+
+def test_vaegan_gan_sees_prior_samples_only_unless_asked_for_reconstructions():
+    """The authors' final code keeps x~ out of the GAN (a changed encoder leaves the discriminator's loss
+    as it was, for the same draws); ``gan_on_recon`` brings it back, with x~ and x_p sharing the fake side."""
+    x = torch.rand(16, 1, 8, 8)
+    b = len(x)
+    for on_recon in (False, True):
+        m = vaegan(margin=-1.0, gan_on_recon=on_recon)
+        losses = []
+        for scale in (1.0, 3.0):
+            with torch.no_grad():
+                m.encoder[0].weight.mul_(scale)
+            torch.manual_seed(1)
+            ctx, _ = step(m, x)
+            losses.append(ctx.losses["discriminator"])
+        assert torch.equal(losses[0], losses[1]) != on_recon
+    logits = []
+    m.discriminator.head.register_forward_hook(lambda mod, i, out: logits.append(out.squeeze(1).detach()))
+    ctx, metrics = step(m, x)
+    d = logits[0]
+    assert len(d) == 3 * b  # x, x~, x_p
+    sp = torch.nn.functional.softplus
+    assert torch.allclose(ctx.losses["discriminator"], 0.5 * sp(-d[:b]).mean() + 0.5 * sp(d[b:]).mean(), atol=1e-5)
+    g = m.config.gamma
+    assert torch.allclose(ctx.losses["decoder"], g * metrics["feature_loss"] - (1 - g) * sp(d[b:]).sum() / b,
+                          atol=1e-4)
+
+
+def test_vaegan_decays_convolution_and_affine_weights_only():
+    m = vaegan(weight_decay=0.01)
+    for name, spec in m.optimizers().items():
+        for group in spec.params:
+            for p in group["params"]:
+                decays = p.dim() > 1 and p is not m.encoder[-1].weight
+                assert group["weight_decay"] == (0.01 if decays else 0.0), name
+    opts = {n: o.params[0]["params"] for n, o in m.optimizers().items()}
+    assert {len(v) > 0 for v in opts.values()} == {True}
 
 
 def test_vaegan_skips_the_update_the_rule_pauses():

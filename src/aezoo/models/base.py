@@ -51,7 +51,7 @@ class ModelConfig:
 @dataclass
 class Optim:
     """One named optimizer of a model. ``params``: parameters, or groups ``{"params": [...], "lr_scale": s}``
-    whose learning rate is ``s`` times the optimizer's. Fields left at None come from the training config
+    whose learning rate is ``s`` times the optimizer's (a group may also set its own ``weight_decay``). Fields left at None come from the training config
     (then Adam, lr 1e-3, betas (0.9, 0.999), no weight decay)."""
 
     params: Iterable

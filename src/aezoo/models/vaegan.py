@@ -4,26 +4,30 @@ Larsen, Sonderby, Larochelle & Winther, "Autoencoding beyond pixels using a lear
 ICML 2016 (arXiv:1512.09300). An encoder gives q(z|x) = N(mu, sigma^2); a decoder (the GAN's generator)
 maps z to x~ = Dec(z); a discriminator Dis sees real items x, reconstructions x~ and prior samples
 x_p = Dec(z_p), z_p ~ N(0, I). Reconstruction is a Gaussian likelihood of the l-th discriminator layer:
-L_llike = 0.5 ||Dis_l(x~) - Dis_l(x)||^2 (eq. 9). From one forward pass (Algorithm 1):
+L_llike = 0.5 ||Dis_l(x~) - Dis_l(x)||^2 (eq. 9). From one step (Algorithm 1):
 
 - encoder: L_prior + L_llike (L_prior = KL(q(z|x) || N(0, I)));
-- decoder: gamma L_llike - L_GAN, the GAN term only through x~ and x_p (it does not reach the encoder);
-- discriminator: L_GAN = -log D(x) - log(1 - D(x~)) - log(1 - D(x_p)); the feature loss does not train it.
+- decoder: gamma L_llike - L_GAN, the GAN term only through generated items (it never reaches the encoder);
+- discriminator: L_GAN = -log D(x) - log(1 - D(x_p)); the feature loss does not train it.
 
-Following the authors' code (andersbll/autoencoding_beyond_pixels, 32x32 setting): Dis_l is the output
-of the third convolution (before its batch norm); the real items weigh ``real_weight`` = 0.66 in L_GAN and
-the two kinds of generated items share the rest; the decoder's GAN term is the minimax one, log(1 - D);
-an equilibrium rule skips the discriminator's update while it wins by a margin (either cost below
-``equilibrium - margin``) and the decoder's while it loses by one (either cost above ``equilibrium +
-margin``), both if both would be skipped; RMSprop, lr 0.02 / 64, weight decay 1e-5, batch 64. One
-difference: one decoder pass and one discriminator pass serve all three losses (the authors run the
-discriminator again for the features), so its batch norm sees real and generated items together.
+Settings from the authors' final code (andersbll/autoencoding_beyond_pixels @24aa0f2, its 32x32 CIFAR
+script): the GAN sees real items and prior samples only (``discriminate_ae_recon=False`` there; the paper's
+Algorithm 1 also feeds it x~, which ``gan_on_recon`` restores); real and generated items weigh
+``real_weight`` = 0.5 each in L_GAN; Dis_l is the third convolution's output before its batch norm; the
+decoder's GAN term is the minimax one, log(1 - D); an equilibrium rule skips the discriminator's update
+while it wins by a margin (either cost below ``equilibrium - margin``) and the decoder's while it loses by
+one (either cost above ``equilibrium + margin``), both if both would be skipped; RMSprop, lr 0.025 / 64,
+batch 64; weight decay 1e-5 on convolution and affine weights only (not on biases, batch norms or the
+latent heads) of losses summed over the batch, which is 2 x 1e-5 / 64 here, where losses are batch means.
+As there, the features come from their own discriminator pass over (x~, x) and the GAN's from one over
+(x, x_p), and reconstructions and prior samples are decoded in separate passes (each batch norm sees its
+own kind of items).
 
 Preset ``larsen2016`` is that network: encoder 5x5 stride-2 convolutions 64-128-256 and a 1024-unit
-layer, latent 128; decoder 192-128-32 transposed convolutions; discriminator 32 (stride 1)-128-192-256
-and a 512-unit layer; gamma 5e-6. The CPU default halves the encoder, uses latent 64 and thinner
+layer, latent 256; decoder 192-128-32 transposed convolutions; discriminator 32 (stride 1)-128-192-256
+and a 512-unit layer; gamma 1e-5. The CPU default halves the encoder, uses latent 64 and thinner
 decoder and discriminator convolutions (64-32-16; 16-32-64-128), 5x cheaper per step (BENCHMARKS.md).
-Not reproduced: the repo's learning rate decays over 150 epochs ((e/150)^0.75 from 0.02 to 1e-5, per 64
+Not reproduced: the repo's learning rate decays over 200 epochs ((e/200)^0.75 from 0.025 to 1e-5, per 64
 items), which is nearly constant over a CPU run; ``train.schedule`` offers a decay. No ELBO: the
 likelihood is over discriminator features, not pixels, so ``aezoo eval`` reports pixel error and
 Frechet distances of samples and reconstructions instead.
@@ -53,12 +57,13 @@ class VAEGANConfig(ModelConfig):
     dis_channels: tuple[int, ...] = (16, 32, 64, 128)  # first stride 1, then stride 2 (paper: 32, 128, 192, 256)
     dis_hidden: int = 256  # discriminator's fully connected layer (paper: 512)
     feature_layer: int = 3  # Dis_l: output of this convolution of the discriminator (1-based), before its norm
-    gamma: float = 5e-6  # weight of the feature loss against the GAN loss in the decoder's update
-    real_weight: float = 0.66  # share of the real items in the discriminator's loss
+    gamma: float = 1e-5  # weight of the feature loss against the GAN loss in the decoder's update
+    real_weight: float = 0.5  # share of the real items in the discriminator's loss
+    gan_on_recon: bool = False  # the GAN also sees reconstructions x~ (the paper's Algorithm 1; off in the final code)
     equilibrium: float = 0.68  # the equilibrium rule: target of either GAN cost (about log 2)
     margin: float = 0.35  # ... and the margin around it; a negative margin turns the rule off
-    lr: float = 3.125e-4  # RMSprop, all three networks (0.02 / batch 64 in the authors' code)
-    weight_decay: float = 1e-5
+    lr: float = 3.906e-4  # RMSprop, all three networks (0.025 / batch 64 in the authors' code)
+    weight_decay: float = 3.125e-7  # of convolution and affine weights: 2 x 1e-5 / 64, the authors' decay of summed losses
 
     def validate(self) -> None:
         super().validate()
@@ -102,8 +107,7 @@ def equilibrium_updates(real_cost: float, fake_cost: float, equilibrium: float, 
 
 
 class Discriminator(nn.Module):
-    """Convolutions (the first without batch norm) with ReLU, a hidden layer, one logit. ``forward``
-    returns (the ``feature_layer``-th convolution's output before its norm, flattened; the logits (B,))."""
+    """Convolutions (the first without batch norm) with ReLU, a hidden layer, one logit."""
 
     def __init__(self, shape: tuple[int, int, int], channels, hidden: int, feature_layer: int):
         super().__init__()
@@ -116,23 +120,27 @@ class Discriminator(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
                                   nn.Linear(hidden, 1))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = None
-        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            x = conv(x)
-            if i + 1 == self.feature_layer:
-                features = x.flatten(1)  # Dis_l(x): (B, C_l * H_l * W_l)
-            x = torch.relu(norm(x))
-        return features, self.head(x).squeeze(1)
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Dis_l(x): the ``feature_layer``-th convolution's output before its norm, (B, C_l * H_l * W_l)."""
+        for conv, norm in zip(self.convs[: self.feature_layer - 1], self.norms):
+            x = torch.relu(norm(conv(x)))
+        return self.convs[self.feature_layer - 1](x).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits D(x) before the sigmoid: (B,)."""
+        for conv, norm in zip(self.convs, self.norms):
+            x = torch.relu(norm(conv(x)))
+        return self.head(x).squeeze(1)
 
 
 @register("vaegan")
 class VAEGAN(Autoencoder):
     Config = VAEGANConfig
-    PRESETS = {"larsen2016": {"channels": [64, 128, 256], "hidden": 1024, "latent_dim": 128,
+    PRESETS = {"larsen2016": {"channels": [64, 128, 256], "hidden": 1024, "latent_dim": 256,
                               "decoder_channels": [192, 128, 32], "dis_channels": [32, 128, 192, 256],
-                              "dis_hidden": 512, "feature_layer": 3, "gamma": 5e-6, "real_weight": 0.66,
-                              "equilibrium": 0.68, "margin": 0.35, "lr": 3.125e-4, "weight_decay": 1e-5}}
+                              "dis_hidden": 512, "feature_layer": 3, "gamma": 1e-5, "real_weight": 0.5,
+                              "gan_on_recon": False, "equilibrium": 0.68, "margin": 0.35, "lr": 3.906e-4,
+                              "weight_decay": 3.125e-7}}
 
     def __init__(self, config: VAEGANConfig):
         super().__init__(config)
@@ -163,9 +171,15 @@ class VAEGAN(Autoencoder):
     def optimizers(self) -> dict[str, Optim]:
         c = self.config
 
+        latent_heads = self.encoder[-1].weight
+
         def rmsprop(modules):
-            return Optim([p for m in modules for p in m.parameters()], kind="rmsprop", lr=c.lr, alpha=0.9,
-                         weight_decay=c.weight_decay)
+            # the authors decay convolution and affine weights only: not biases, batch norms or the latent heads
+            params = [p for m in modules for p in m.parameters()]
+            decayed = [p for p in params if p.dim() > 1 and p is not latent_heads]
+            rest = [p for p in params if not any(p is d for d in decayed)]
+            return Optim([{"params": decayed, "weight_decay": c.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                         kind="rmsprop", lr=c.lr, alpha=0.9)
 
         decoder = [self.decoder_input, self.ups, self.up_norms, self.to_image]
         return {"encoder": rmsprop([self.encoder]), "decoder": rmsprop(decoder),
@@ -194,28 +208,32 @@ class VAEGAN(Autoencoder):
         z = temperature * torch.randn(n, self.config.latent_dim, device=self.device)
         return self.decode(z)
 
-    # --- training: Algorithm 1, one forward pass, three routed losses ----------------------------------
+    # --- training: Algorithm 1, one step, three routed losses -----------------------------------------
     def training_step(self, batch: Batch, ctx) -> dict:
         c = self.config
         x = 2 * batch.x - 1
         b = len(x)
         q = self.posterior(batch.x)
         z = q.sample()
-        generated = self.generate(torch.cat([z, torch.randn_like(z)]))  # x~ then x_p: (2B, C, H, W)
-        features, logits = self.discriminator(torch.cat([x, generated]))  # one pass over x, x~, x_p
-        logits = logits.float()
+        recon = self.generate(z)  # x~: (B, C, H, W)
         # L_llike: Gaussian log-likelihood (unit variance) of Dis_l(x) given Dis_l(x~), eq. 9
-        feature_loss = 0.5 * squared_error(features[b : 2 * b], features[:b]).mean()
+        features = self.discriminator.features(torch.cat([recon, x]))
+        feature_loss = 0.5 * squared_error(features[:b], features[b:]).mean()
         kl = q.kl().mean()
+        # the GAN's generated items: prior samples x_p (and x~ with gan_on_recon); z enters as a constant
+        fakes = self.generate(torch.randn_like(z))
+        if c.gan_on_recon:
+            fakes = torch.cat([self.generate(z.detach()), fakes])
+        logits = self.discriminator(torch.cat([x, fakes])).float()
         real_cost = real_nll(logits[:b])  # -log D(x), per item
-        fake_cost = fake_nll(logits[b:])  # -log(1 - D(.)) for x~ and x_p
-        gan = c.real_weight * real_cost.sum() / b + (1 - c.real_weight) * fake_cost.sum() / (2 * b)
+        fake_cost = fake_nll(logits[b:])  # -log(1 - D(.)) per generated item
+        gan = c.real_weight * real_cost.mean() + (1 - c.real_weight) * fake_cost.mean()
 
         # the rule decides alike on every rank of a distributed run: it reads the costs averaged over ranks
         real_mean, fake_mean = ctx.mean(torch.stack([real_cost.detach().mean(), fake_cost.detach().mean()])).tolist()
         train_dec, train_dis = equilibrium_updates(real_mean, fake_mean, c.equilibrium, c.margin)
         # encoder: L_prior + L_llike; decoder: gamma L_llike - L_GAN (minimax: the sum of log(1 - D) over the
-        # generated items; the GAN term reaches the decoder only, the encoder's code enters it as a constant)
+        # generated items, per real item as in the authors' code, whose generator gradient is unweighted)
         ctx.backward(kl + feature_loss, "encoder", retain_graph=True)
         if train_dec:
             ctx.backward(c.gamma * feature_loss - (1 - c.gamma) * fake_cost.sum() / b, "decoder", retain_graph=True)
@@ -228,5 +246,5 @@ class VAEGAN(Autoencoder):
             ctx.step("discriminator")
         return {"loss": (kl + feature_loss).detach(), "kl": kl.detach(), "feature_loss": feature_loss.detach(),
                 "dis_real_cost": real_mean, "dis_fake_cost": fake_mean, "gan_loss": gan.detach(),
-                "recon_sse": squared_error(generated[:b].detach(), x).mean() / 4,  # in [0, 1] units
+                "recon_sse": squared_error(recon.detach(), x).mean() / 4,  # in [0, 1] units
                 "decoder_updated": float(train_dec), "discriminator_updated": float(train_dis)}
