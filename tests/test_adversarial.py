@@ -268,3 +268,13 @@ def test_acai_codes_are_maps_and_decode_back_to_the_item_size():
     z = m.encode(torch.rand(2, 1, 28, 28)).z
     assert z.shape == (2, 2, 4, 4)  # 28 -> 14 -> 7 -> 4 (pooling rounds up)
     assert m.decode(z).shape == (2, 1, 28, 28)
+
+
+def test_acai_initialises_convolutions_as_the_authors_code():
+    """std 1 / sqrt(1.04 fan_in) (brain-research/acai's He modified normal, slope 0.2), zero biases."""
+    m = aezoo.create("acai", seed=0, input_shape=[1, 16, 16], depth=16, scales=2, latent_dim=8)
+    conv = m.encoder.top  # 64 x 64 x 3 x 3: 36,864 weights
+    fan_in = conv.weight[0].numel()
+    assert abs(conv.weight.std().item() * (1.04 * fan_in) ** 0.5 - 1) < 0.02
+    assert abs(conv.weight.mean().item()) < 0.01 * conv.weight.std().item() * 3
+    assert all(float(c.bias.abs().max()) == 0 for c in m.modules() if isinstance(c, torch.nn.Conv2d))

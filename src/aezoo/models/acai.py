@@ -20,9 +20,9 @@ and its output averaged to one number. The code is the (latent_dim, H / 2^scales
 Preset ``berthelot2019``: the paper's lines setting (depth 16, latent_dim 16, 4 scales: a 2x2 code on
 32x32 images; lr 1e-4). The CPU default keeps that depth and latent_dim, uses 3 scales, which suits 28x28
 items (a 4x4 code; the pooling rounds 7 up to 4, the decoder upsamples back to each recorded size), and
-lr 3e-4, which leaves the all-black plateau of the lines sooner. Both differ from the paper's code in the
-initialisation: He-normal weights for leaky ReLU instead of TF's Glorot-uniform default, under which this
-12-layer unnormalised network stayed on that plateau for our whole CPU budget (BENCHMARKS.md).
+lr 3e-4, which leaves the all-black plateau of the lines sooner. Weights are initialised as in the
+authors' code (brain-research/acai, lib/layers.py): normal with std 1 / sqrt((1 + 0.2^2) fan_in), a He
+initialisation for leaky ReLU 0.2 without its factor 2; biases zero.
 """
 
 from __future__ import annotations
@@ -127,9 +127,10 @@ class ACAI(Autoencoder):
         self.encoder = Encoder(ch, c.depth, c.scales, c.latent_dim)
         self.decoder = Decoder(ch, c.depth, c.scales, c.latent_dim, list(reversed(sizes[:-1])))
         self.critic = Encoder(ch, c.depth, c.scales, c.latent_dim)
-        for conv in self.modules():  # He initialisation for leaky ReLU 0.2, zero biases (see the docstring)
+        for conv in self.modules():  # the authors' "He modified normal" of slope 0.2, zero biases
             if isinstance(conv, nn.Conv2d):
-                nn.init.kaiming_normal_(conv.weight, a=0.2, nonlinearity="leaky_relu")
+                fan_in = conv.weight[0].numel()
+                nn.init.normal_(conv.weight, std=(1.04 * fan_in) ** -0.5)
                 nn.init.zeros_(conv.bias)
 
     def optimizers(self) -> dict[str, Optim]:
