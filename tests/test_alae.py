@@ -80,7 +80,33 @@ def test_the_three_updates_reach_the_networks_of_algorithm_1(cfg):
     (n1, r1), (n2, r2), (n3, r3) = ctx.calls
     assert n1 == ("encoder",) and r1 == {"encoder", "discriminator"}  # generated items are constants here
     assert n2 == ("generator",) and r2 == set(NETS)  # routed to F and G only, through E and D
-    assert n3 == ("encoder", "generator") and r3 == {"encoder", "generator"}  # w = F(z) is fixed; no D
+    assert n3 == ("encoder", "generator") and r3 == {"encoder", "generator", "mapping"}  # F through G's input; no D
+
+
+class ThirdLossGrads(Updates):
+    """Keeps the gradient of update 3's loss in F's parameters."""
+
+    def backward(self, loss, *names, retain_graph=False):
+        if len(self.calls) == 2:
+            self.grads = torch.autograd.grad(loss, list(self.model.mapping.parameters()), retain_graph=True)
+        super().backward(loss, *names, retain_graph=retain_graph)
+
+
+def test_the_latent_reconstruction_reaches_f_through_g_with_a_constant_target():
+    """As the authors' code: Lae = mean((E(G(w)) - w.detach())^2) with w = F(z), so F's gradient comes
+    through G's input alone (with the target in the graph too, it would differ)."""
+    m = alae()
+    zs = []
+    m.mapping.register_forward_pre_hook(lambda mod, args: zs.append(args[0].detach()))
+    ctx = ThirdLossGrads(m)
+    m.training_step(Batch(torch.rand(6, 1, 8, 8)), ctx)
+    params = list(m.mapping.parameters())
+    w = m.mapping(zs[-1])
+    out = m.encoder(m._generate(m.generator, w))
+    for target, same in ((w.detach(), True), (w, False)):
+        expected = torch.autograd.grad((out - target).pow(2).mean(), params, retain_graph=True)
+        close = all(torch.allclose(a, b, rtol=1e-5, atol=1e-8) for a, b in zip(ctx.grads, expected))
+        assert close == same
 
 
 def test_gan_losses_are_log_2_when_the_discriminator_is_undecided():

@@ -7,14 +7,16 @@ equalised learning rate; F and D ``mapping_lr_mul`` slower), each with a fresh z
 
 1. E and D: softplus(D(E(G(F(z))))) + softplus(-D(E(x))) + gamma / 2 ||grad_x D(E(x))||^2 (R1);
 2. F and G: softplus(-D(E(G(F(z))))), non-saturating;
-3. E and G: ||w - E(G(w))||^2 with w = F(z) held fixed (no pixel-space loss).
+3. E, G and F: ||w - E(G(w))||^2 with w = F(z); the target is a constant, G's input is not, so F learns
+   through G (no pixel-space loss).
 
 Encoding, decoding and sampling use a moving average of F, G and E. ``arch="mlp"`` is the paper's MNIST
 model (preset ``pidhorskyi2020-mnist``, also the CPU default); ``arch="style"`` is StyleALAE at 32x32
 (preset ``pidhorskyi2020-mnist-style``, the authors' MNIST network; the CPU default has fewer channels
 for speed). Differences from podgorskiy/ALAE (Apache-2.0, read for facts): D has leaky ReLUs between its
-layers (the authors' linear D measured worse: BENCHMARKS.md), F gets no gradient in update 3 (as the
-paper's algorithm), no progressive growing, blur or truncation. Pixels are mapped to [-1, 1] inside.
+layers (the authors' linear D measured worse: BENCHMARKS.md), no progressive growing, blur or truncation.
+As there, update 3 reaches F through G's input (the paper's Algorithm 1 lists only E and G) and the MNIST
+batch is 128. Pixels are mapped to [-1, 1] inside.
 """
 
 from __future__ import annotations
@@ -141,6 +143,7 @@ class StyleEncoder(nn.Module):
 @register("alae")
 class ALAE(Autoencoder):
     Config = ALAEConfig
+    TRAIN_DEFAULTS = {"batch_size": 128}  # the authors' MNIST configurations (configs/mnist_fc.yaml, mnist.yaml)
     PRESETS = {"pidhorskyi2020-mnist": {"arch": "mlp", "latent_dim": 50, "widths": [1024, 1024], "mapping_layers": 6,
                                         "dis_layers": 3, "mapping_lr_mul": 0.1, "r1_gamma": 10.0, "lr": 0.002,
                                         "ema_half_life": 10_000.0},
@@ -260,10 +263,9 @@ class ALAE(Autoencoder):
         g_loss = real_nll(self.discriminator(self.encoder(self._fake(x, mixing=True))).squeeze(1)).mean()
         ctx.backward(g_loss, "generator")
         ctx.step("generator")
-        # 3. E and G: the latent reconstruction, w = F(z) a constant
-        with torch.no_grad():
-            w = self.mapping(torch.randn(b, c.latent_dim, device=dev, dtype=x.dtype))
-        ae_loss = (self.encoder(self._generate(self.generator, w)).float() - w.float()).pow(2).mean()
+        # 3. E, G and F: the latent reconstruction; the target w is a constant, G's input w = F(z) is not
+        w = self.mapping(torch.randn(b, c.latent_dim, device=dev, dtype=x.dtype))
+        ae_loss = (self.encoder(self._generate(self.generator, w)).float() - w.detach().float()).pow(2).mean()
         ctx.backward(ae_loss, "encoder", "generator")
         ctx.step("encoder", "generator")
         metrics = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "latent_mse": ae_loss.detach(),
