@@ -2,8 +2,12 @@
 
     .venv/bin/python bench/stability.py [--models vaegan acai alae] [--seeds 3] [--minutes 2.5] [--threads 2]
 
-Each model trains on Fashion-MNIST for ``--minutes`` per seed (batch 64, its CPU default config), one
-run after another. Per run: whether it diverged (the trainer stops on a NaN/inf loss and names the
+Each model trains on Fashion-MNIST for ``--minutes`` per seed (its CPU default config and batch size), one
+run after another. Besides the families, ``--models`` takes the variants in ``VARIANTS``: each paper's
+comparison baseline and the ablations of a kept or dropped setting (``vae-vaegan-nets``: VAE-GAN's own
+encoder and decoder trained as a plain VAE, the baseline of Larsen et al.; ``vaegan-gan-on-recon``: the
+GAN also sees reconstructions, the paper's Algorithm 1; ``alae-linear-d``: the authors' linear
+discriminator). Per run: whether it diverged (the trainer stops on a NaN/inf loss and names the
 optimizer), the steps done, the last logged costs of its adversary, how often the VAE-GAN's equilibrium
 rule let the decoder and the discriminator update, the test pixel error (MSE) and the Frechet distance of
 reconstructions (5,000 test items) and, for models that sample, of 5,000 samples, with their recall and
@@ -21,8 +25,11 @@ import tempfile
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 import aezoo
+from aezoo import registry
+from aezoo.models.vaegan import VAEGAN
 from aezoo.apps.runs import build
 from aezoo.eval.metrics import reconstruction_quality, sample_quality
 from aezoo.env import machine_info
@@ -41,9 +48,49 @@ def last_logged(run_dir: Path) -> tuple[dict, list[dict]]:
     return (train[-1] if train else {}), train
 
 
+class VAEOnVAEGANNets(VAEGAN):
+    """VAE-GAN's encoder and decoder trained as a VAE: Bernoulli pixel likelihood and the KL, nothing else
+    (the discriminator is built but never used)."""
+
+    def training_step(self, batch, ctx) -> dict:
+        q = self.posterior(batch.x)
+        h = self.decoder_input(q.sample()).view(-1, *self.start)
+        for up, norm, size in zip(self.ups, self.up_norms, self.up_sizes):
+            h = torch.relu(norm(up(h, output_size=size)))
+        logits = 2 * self.to_image(h).float()  # (tanh(a) + 1) / 2 = sigmoid(2a): the decoder's mean
+        nll = F.binary_cross_entropy_with_logits(logits, batch.x, reduction="none").flatten(1).sum(1).mean()
+        loss = nll + q.kl().mean()
+        ctx.backward(loss, "encoder", "decoder")
+        ctx.step("encoder", "decoder")
+        return {"loss": loss.detach(), "recon_nll": nll.detach()}
+
+
+def linear_discriminator(model) -> None:
+    """ALAE's discriminator without activations, as the authors' MNIST code."""
+    for i, layer in enumerate(model.discriminator):
+        if isinstance(layer, torch.nn.LeakyReLU):
+            model.discriminator[i] = torch.nn.Identity()
+
+
+# name -> (family, config values, what to do to the built model)
+VARIANTS = {"vae-vaegan-nets": ("vaegan", {}, lambda m: VAEOnVAEGANNets(m.config).to(m.device)),
+            "vaegan-gan-on-recon": ("vaegan", {"gan_on_recon": True}, None),
+            "alae-linear-d": ("alae", {}, linear_discriminator)}
+
+
+def make(name: str, ds, seed: int):
+    family, values, change = VARIANTS.get(name, (name, {}, None))
+    model = build(family, ds, None, [f"{k}={json.dumps(v)}" for k, v in values.items()], seed)
+    if change is not None:
+        torch.manual_seed(seed)
+        model = change(model) or model
+    return model, family
+
+
 def one_run(name: str, seed: int, ds, a, root: Path) -> dict:
-    model = build(name, ds, None, [], seed)
-    cfg = aezoo.TrainConfig(epochs=None, max_minutes=a.minutes, batch_size=64, seed=seed, threads=a.threads,
+    model, family = make(name, ds, seed)
+    batch = registry.get(family).TRAIN_DEFAULTS.get("batch_size", 64)
+    cfg = aezoo.TrainConfig(epochs=None, max_minutes=a.minutes, batch_size=batch, seed=seed, threads=a.threads,
                             checkpoint_every=0, progress=sys.stderr.isatty())
     run_dir = root / f"{name}-seed{seed}"
     row = {"model": name, "seed": seed}
@@ -54,7 +101,7 @@ def one_run(name: str, seed: int, ds, a, root: Path) -> dict:
         row.update(diverged=True, error=str(e))
         return row
     last, logged = last_logged(run_dir)
-    for key in ADVERSARY.get(name, ()):
+    for key in ADVERSARY.get(family, ()):
         row[key] = last.get(key)
     for key in ("decoder_updated", "discriminator_updated"):  # averages over the logged windows
         vals = [r[key] for r in logged if key in r]
@@ -107,12 +154,29 @@ def main() -> int:
             "dis_fake_cost", "critic_loss", "critic_on_mix", "d_loss", "g_loss", "latent_mse", "recon_mse",
             "fd_recon", "sample_fd", "sample_recall", "sample_spread", "collapsed"]
     cols = [c for c in cols if any(c in r for r in rows)]
-    print(f"\nStability on {a.data}: {a.minutes} min per run, batch 64, seeds 0..{a.seeds - 1}\n")
+    print(f"\nStability on {a.data}: {a.minutes} min per run, each family's batch size, seeds 0..{a.seeds - 1}\n")
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(fmt(r.get(c)) for c in cols) + " |")
-    write_json(a.out, {"machine": machine_info(), "args": vars(a), "rows": rows})
+    keys = [k for k in ("steps", "recon_mse", "fd_recon", "sample_fd", "sample_recall") if any(k in r for r in rows)]
+    summary = {}
+    print(f"\nMean ± s.d. over the runs that did not diverge\n")
+    print("| model | runs | diverged | collapsed | " + " | ".join(keys) + " |")
+    print("|---|---|---|---|" + "---|" * len(keys))
+    for name in a.models:
+        runs = [r for r in rows if r["model"] == name]
+        ok = [r for r in runs if not r.get("diverged")]
+        s = {"runs": len(runs), "diverged": len(runs) - len(ok), "collapsed": sum(bool(r.get("collapsed")) for r in ok)}
+        cells = []
+        for k in keys:
+            vals = [r[k] for r in ok if r.get(k) is not None]
+            s[k] = statistics.fmean(vals) if vals else None
+            s[k + "_sd"] = statistics.stdev(vals) if len(vals) > 1 else None
+            cells.append("-" if not vals else fmt(s[k]) + ("" if s[k + "_sd"] is None else f" ± {fmt(s[k + '_sd'])}"))
+        summary[name] = s
+        print(f"| {name} | {s['runs']} | {s['diverged']} | {s['collapsed']} | " + " | ".join(cells) + " |")
+    write_json(a.out, {"machine": machine_info(), "args": vars(a), "rows": rows, "summary": summary})
     return 0
 
 
