@@ -15,7 +15,7 @@ class Grads:
     def __init__(self, model):
         self.groups = {n: [q for g in o.params for q in (g["params"] if isinstance(g, dict) else [g])]
                        for n, o in model.optimizers().items()}
-        self.training, self.step_index, self.total_steps = True, 0, 10
+        self.training, self.step_index, self.total_steps, self.progress = True, 0, 10, 0.0
         self.grads, self.losses = {}, {}
 
     def backward(self, loss, *names, retain_graph=False):

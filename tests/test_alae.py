@@ -34,7 +34,7 @@ class Updates:
 
     def __init__(self, model):
         self.model = model
-        self.training, self.step_index, self.total_steps = True, 0, 10
+        self.training, self.step_index, self.total_steps, self.progress = True, 0, 10, 0.0
         self.calls, self.losses = [], []
 
     def backward(self, loss, *names, retain_graph=False):

@@ -98,7 +98,7 @@ class RecordingStep:
 
     def __init__(self, model, training=True):
         self.groups = declared(model)
-        self.training, self.step_index, self.total_steps = training, 0, 100
+        self.training, self.step_index, self.total_steps, self.progress = training, 0, 100, 0.0
         self.losses = []
 
     def backward(self, loss, *names, retain_graph=False):

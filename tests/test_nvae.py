@@ -39,11 +39,40 @@ def test_kl_balancing_is_mean_kl_over_size_normalised_to_the_number_of_groups(mo
 
 def test_kl_weight_rises_linearly_over_the_warm_up_fraction(model):
     c = model.config
-    assert model.kl_weight(0, 1000) == c.kl_min
-    assert model.kl_weight(150, 1000) == pytest.approx(150 / (c.kl_warmup * 1000))
-    assert model.kl_weight(300, 1000) == model.kl_weight(999, 1000) == 1.0
-    with pytest.raises(UserError, match="train.epochs"):
-        model.kl_weight(0, None)
+    assert model.kl_weight(0.0) == c.kl_min
+    assert model.kl_weight(0.15) == pytest.approx(0.15 / c.kl_warmup)
+    assert model.kl_weight(c.kl_warmup) == model.kl_weight(0.999) == 1.0
+
+
+def test_a_run_on_a_time_budget_alone_warms_up_over_its_minutes_and_ends_on_the_full_objective(tmp_path, monkeypatch):
+    """No planned steps: the run's progress is its share of --max-minutes, read from the clock."""
+    m = aezoo.create("nvae", seed=0, input_shape=(1, 8, 8), **TINY)
+    data = aezoo.data.load("digits")
+    trainer = aezoo.Trainer(m, data, aezoo.TrainConfig(epochs=None, max_minutes=10, progress=False), None)
+    now = [100.0]
+    monkeypatch.setattr("aezoo.train.trainer.time.perf_counter", lambda: now[0])
+    trainer._clock, trainer.total_steps = 100.0, None  # as fit() plans them
+    assert trainer.progress(5) == 0.0
+    now[0] = 100.0 + 0.15 * 600
+    assert trainer.progress(5) == pytest.approx(0.15) and m.kl_weight(trainer.progress(5)) == pytest.approx(0.5)
+    now[0] = 100.0 + 0.5 * 600
+    assert m.kl_weight(trainer.progress(5)) == 1.0
+    # planned steps and a time budget: whichever is further along
+    trainer = aezoo.Trainer(m, data, aezoo.TrainConfig(epochs=None, max_steps=100, max_minutes=10, progress=False), None)
+    trainer._clock, trainer.total_steps = 100.0, 100
+    assert trainer.progress(80) == pytest.approx(0.8) and trainer.progress(20) == pytest.approx(0.5)
+    assert trainer.progress(300) == 1.0
+
+
+def test_nvae_trains_on_minutes_alone_and_its_last_steps_take_the_whole_kl(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("train", "nvae", "--data", "digits", "--out", out, "--max-minutes", "0.05", "--quiet",
+                *sum((["--set", f"{k}={json.dumps(v)}"] for k, v in TINY.items()), []),
+                "--set", "train.log_every=1", "--set", "train.checkpoint_every=0")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [x for x in rows if x["split"] == "train"]
+    assert train[0]["kl_weight"] < 1 and train[-1]["kl_weight"] == 1.0
 
 
 def test_spectral_penalty_reaches_every_convolution_and_batch_norm_scale():
@@ -111,6 +140,7 @@ class Step:
 
     def __init__(self, model, step_index, total_steps=100):
         self.model, self.step_index, self.total_steps, self.training = model, step_index, total_steps, True
+        self.progress = step_index / total_steps
         self.losses, self.grads = [], []
 
     def backward(self, loss, *names, retain_graph=False):

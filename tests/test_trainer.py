@@ -166,11 +166,16 @@ def test_lr_schedules_closed_forms():
     assert lr_factor(60, 110, "cosine", warmup=10) == pytest.approx(0.5)  # halfway: (1 + cos(pi/2)) / 2
     assert lr_factor(110, 110, "cosine", warmup=10, floor=0.1) == pytest.approx(0.1)
     assert lr_factor(50, 100, "linear") == pytest.approx(0.5)
+    # on a time budget alone the decay follows the share of the minutes used; the warm-up stays in steps
+    assert lr_factor(500, None, "cosine", warmup=10, progress=0.5) == pytest.approx(0.5)
+    assert lr_factor(5, None, "cosine", warmup=10, progress=0.9) == pytest.approx(0.6)
+    assert lr_factor(500, None, "linear", floor=0.2, progress=0.75) == pytest.approx(0.4)
+    assert lr_factor(500, None, "cosine") == 1.0  # nothing to plan by
 
 
 def test_bad_train_configs_are_user_errors(digits):
     m = aezoo.create("ae", input_shape=(1, 8, 8), widths=[8], latent_dim=2)
-    for bad in (dict(epochs=0), dict(epochs=None), dict(lr=-1.0), dict(epochs=None, max_minutes=1, schedule="cosine"),
+    for bad in (dict(epochs=0), dict(epochs=None), dict(lr=-1.0), dict(epochs=None, max_minutes=None, schedule="cosine"),
                 dict(batch_size=100000)):
         with pytest.raises(UserError):
             aezoo.Trainer(m, digits, aezoo.TrainConfig(**bad), "unused")

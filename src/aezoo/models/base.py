@@ -68,12 +68,13 @@ class StepContext(Protocol):
     ``loss`` into the parameters of the named optimizers only (``retain_graph=True`` when several losses
     share one forward pass); ``step(*names)``: clip, update and zero those optimizers' gradients, as often
     as the algorithm says. Penalties that differentiate gradients (R1) call ``torch.autograd.grad(...,
-    create_graph=True)`` themselves. ``step_index`` and ``total_steps`` (planned; None on a time budget
-    alone) let a loss change over training; during validation ``training`` is False and ``backward`` and
+    create_graph=True)`` themselves. ``step_index``, ``total_steps`` (planned; None on a time budget
+    alone) and ``progress`` let a loss change over training; during validation ``training`` is False and ``backward`` and
     ``step`` do nothing."""
 
     step_index: int  # 0-based index of this batch's step in the run
     total_steps: int | None  # planned steps of the run; None when only a time budget is given
+    progress: float  # share of the run's budget used, 0 to 1: of its planned steps or its minutes, whichever is further
     training: bool  # False during validation: backward and step do nothing
 
     def backward(self, loss: torch.Tensor, *optimizers: str, retain_graph: bool = False) -> None: ...

@@ -47,8 +47,8 @@ class TrainConfig:
             raise UserError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.lr is not None and not self.lr > 0:
             raise UserError(f"lr must be positive, got {self.lr}")
-        if self.schedule != "constant" and self.epochs is None and self.max_steps is None:
-            raise UserError(f"schedule={self.schedule} needs a number of epochs to plan the decay")
+        if self.schedule != "constant" and self.epochs is None and self.max_steps is None and self.max_minutes is None:
+            raise UserError(f"schedule={self.schedule} needs epochs, max_steps or max_minutes to plan the decay")
         for name in ("warmup_steps", "checkpoint_every", "log_every", "val_every"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must not be negative")

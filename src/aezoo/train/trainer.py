@@ -131,6 +131,7 @@ class StepRunner:
         self.step_index = step
         self.total_steps = trainer.total_steps
         self.training = training
+        self.progress = trainer.progress(step)
 
     def _names(self, names) -> tuple[str, ...]:
         opts = self._trainer.optimizers
@@ -336,9 +337,19 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     # --- one step --------------------------------------------------------------------------------
+    def progress(self, step: int) -> float:
+        """The fraction of the run's budget used before ``step``: of its planned steps, of its time budget, or
+        the larger of both (whichever ends the run first); a time budget makes it follow the clock."""
+        c, done = self.config, 0.0
+        if self.total_steps:
+            done = step / self.total_steps
+        if c.max_minutes and getattr(self, "_clock", None) is not None:
+            done = max(done, (time.perf_counter() - self._clock) / (60 * c.max_minutes))
+        return min(1.0, done)
+
     def _train_step(self, batch: Batch, step: int) -> dict:
         c = self.config
-        factor = lr_factor(step, self.total_steps, c.schedule, c.warmup_steps, c.min_lr_ratio)
+        factor = lr_factor(step, self.total_steps, c.schedule, c.warmup_steps, c.min_lr_ratio, self.progress(step))
         for name, opt in self.optimizers.items():
             for group, base in zip(opt.param_groups, self.base_lrs[name]):
                 group["lr"] = base * factor
@@ -424,6 +435,7 @@ class Trainer:
         log = MetricsLog(self.run_dir / "metrics.jsonl" if writes else None, state["step"] if resume else None)
         self._write_run_json(state, finished=False)
         t0 = time.perf_counter() - state["elapsed_s"]
+        self._clock = t0
         bar = tqdm(total=self.total_steps, initial=state["step"], disable=not (c.progress and self.main), unit="step",
                    desc=f"{self.model.name} on {self.data.spec}", dynamic_ncols=True)
         acc: dict[str, float] = {}
