@@ -46,7 +46,7 @@ from torch import nn
 import aezoo
 from aezoo.env import machine_info
 from aezoo.io import write_json
-from aezoo.models.base import Autoencoder, ModelConfig, Optim
+from aezoo.models.base import Autoencoder, LossStep, ModelConfig, Optim
 from aezoo.outputs import Batch, Encoded
 from aezoo.rng import seeded
 from vs_pythae import conv_decoder, conv_encoder, vq_decoder, vq_encoder
@@ -127,7 +127,7 @@ class Bare:
             torch.autograd.backward(losses["decoder"], inputs=self.groups["decoder"], retain_graph=True)
             torch.autograd.backward(losses["disc"], inputs=self.groups["disc"])
         else:
-            self.model.loss(Batch(x), step).loss.backward()
+            self.model.loss(Batch(x), LossStep(step)).loss.backward()
         for opt in self.opts.values():
             opt.step()
 

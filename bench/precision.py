@@ -20,6 +20,7 @@ import torch
 import aezoo
 from aezoo.env import machine_info
 from aezoo.io import write_json
+from aezoo.models.base import LossStep
 from aezoo.outputs import Batch
 from aezoo.train.trainer import bf16_supported
 
@@ -37,7 +38,7 @@ def throughput(model_kwargs: dict, batch: int, bf16: bool, steps: int) -> float:
     def step():
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = m.loss(x, 0)
+            out = m.loss(x, LossStep())
         out.loss.backward()
         opt.step()
 

@@ -80,7 +80,7 @@ model = aezoo.create("ae", seed=0, input_shape=list(data.shape), widths=[16], la
 step = model.training_step
 def poisoned(batch, ctx):
     if ctx.step_index == 3 and os.environ["RANK"] == "1":
-        out = model.loss(batch, 3)
+        out = model.loss(batch, ctx)
         ctx.backward(out.loss * float("nan"))
         ctx.step()
         return out.metrics

@@ -415,7 +415,7 @@ def nan_at_step_3(model):
 
     def poisoned(batch, ctx):
         if ctx.step_index == 3:
-            out = model.loss(batch, 3)
+            out = model.loss(batch, ctx)
             ctx.backward(out.loss * float("nan"))
             ctx.step()
             return out.metrics

@@ -15,6 +15,7 @@ from aezoo import data
 from aezoo.errors import UserError
 from aezoo.eval.retrieval import hamming_distances
 from aezoo.hashing import HashIndex, pack_bits, unpack_bits
+from aezoo.models.base import LossStep
 from aezoo.outputs import Batch
 from conftest import run_cli
 
@@ -247,7 +248,7 @@ def test_multinomial_loss_is_the_word_count_weighted_log_softmax():
     assert m.config.resolved_likelihood == "multinomial"
     m.eval()
     x = torch.tensor([[2.0, 0, 1, 0, 0], [0, 0, 0, 3, 1]])
-    out = m.loss(Batch(x), 0)
+    out = m.loss(Batch(x), LossStep())
     p = torch.softmax(m.decoder_output(torch.sigmoid(m.code_logits(x))), -1)
     want = -(x * p.log()).sum(1).mean()
     assert torch.allclose(out.loss, want, atol=1e-5)
@@ -271,7 +272,7 @@ def test_tfidf_text_input_and_its_squared_error_loss():
     t = 10 * t / t.norm(dim=1, keepdim=True)
     assert torch.allclose(m.input_features(x), t, atol=1e-5)
     m.eval()
-    out = m.loss(Batch(x), 0)
+    out = m.loss(Batch(x), LossStep())
     want = (m.decoder_output(torch.sigmoid(m.code_logits(x))) - t).square().sum(1).mean()
     assert torch.allclose(out.loss, want, atol=1e-4)
     rec = m(x)
@@ -314,14 +315,14 @@ def test_neighbour_reconstruction_adds_the_neighbours_loss_in_training_only():
     assert table.shape == (40, 1) and (table[:, 0] != torch.arange(40)).all()
     idx = torch.tensor([3, 7, 11])
     m.train()
-    out = m.loss(Batch(counts[idx], index=idx), 0)
+    out = m.loss(Batch(counts[idx], index=idx), LossStep())
     dec = m.decoder_output(torch.sigmoid(m.code_logits(counts[idx])))
     own = (dec - m.input_features(counts[idx])).square().sum(1).mean()
     nbr = (dec - m.input_features(counts[table[idx, 0]])).square().sum(1).mean()
     assert torch.allclose(out.loss, own + 0.5 * nbr, atol=1e-4)
     assert torch.allclose(out.metrics["neighbour_loss"], nbr, atol=1e-4)
     m.eval()  # validation: no neighbours (the batch is not from the training split)
-    assert torch.allclose(m.loss(Batch(counts[idx], index=idx), 0).loss, own, atol=1e-4)
+    assert torch.allclose(m.loss(Batch(counts[idx], index=idx), LossStep()).loss, own, atol=1e-4)
     assert aezoo.create("hash", input_shape=(1, 8, 8)).config.resolved_neighbours == 0  # images: off by default
     with pytest.raises(UserError, match="neighbours must be >= 0"):
         aezoo.create("hash", input_shape=(12,), data_kind="text", neighbours=-1)

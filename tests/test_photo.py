@@ -12,7 +12,7 @@ from test_cli import one_line_error
 from aezoo import data
 from aezoo.apps.restore import impulse_mask, restore_image, shipped_model
 from aezoo.errors import UserError
-from aezoo.models.base import make_config
+from aezoo.models.base import LossStep, make_config
 from aezoo.models.photo import PhotoRestorer, estimate_sigma
 from aezoo.outputs import Batch
 
@@ -136,7 +136,7 @@ def test_inpainting_training_holes_mix_boxes_strokes_and_pixels():
     holes = m._holes(torch.zeros(60, 1, 32, 32))
     share = holes.flatten(1).mean(1)
     assert holes.unique().tolist() == [0.0, 1.0] and 0 < share.mean() < 0.5 and share.std() > 0
-    out = m.loss(Batch(torch.rand(4, 1, 32, 32)), 0)
+    out = m.loss(Batch(torch.rand(4, 1, 32, 32)), LossStep())
     out.loss.backward()
     assert all(p.grad is not None for p in m.parameters())
 

@@ -9,7 +9,7 @@ import aezoo
 from aezoo import corrupt
 from aezoo.apps.restore import restore_image
 from aezoo.errors import UserError
-from aezoo.models.base import Autoencoder, ModelConfig, Restorer
+from aezoo.models.base import Autoencoder, LossStep, ModelConfig, Restorer
 from aezoo.outputs import Encoded
 
 
@@ -136,10 +136,10 @@ def test_inpainting_loss_counts_only_the_holes(monkeypatch, arch):
 
     monkeypatch.setattr(DAE, "corruption", property(lambda self: FixedHole("boxes", 0.3)))
     x = torch.rand(4, 1, 8, 8)
-    base = m.loss(Batch(x), 0).loss.item()
+    base = m.loss(Batch(x), LossStep()).loss.item()
     for region, should_change in ((1 - hole, False), (hole, True)):
         handle = last_layer(m).register_forward_hook(lambda mod, inp, out: out + 5.0 * region.view(4, 1, 8, 8))
-        changed = m.loss(Batch(x), 0).loss.item()
+        changed = m.loss(Batch(x), LossStep()).loss.item()
         handle.remove()
         assert (abs(changed - base) > 1e-3) == should_change
 

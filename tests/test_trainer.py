@@ -36,10 +36,10 @@ class Noisy(Autoencoder):
     def optimizers(self):
         return {"a": Optim(self.enc.parameters()), "b": Optim(self.dec.parameters())}
 
-    def loss(self, batch, step):
+    def loss(self, batch, ctx):
         x = batch.x + 0.1 * torch.randn_like(batch.x)
         loss = (self(x) - batch.x).square().sum((1, 2, 3)).mean()
-        if self.nan_at is not None and step >= self.nan_at:
+        if self.nan_at is not None and ctx.step_index >= self.nan_at:
             loss = loss * float("nan")
         return LossOutput(loss, {"loss": loss.detach()})
 

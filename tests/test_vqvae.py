@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import aezoo
+from aezoo.models.base import LossStep
 from aezoo.nn.quantize import VectorQuantizer
 from aezoo.outputs import Batch
 from conftest import run_cli
@@ -172,7 +173,7 @@ def test_pixelcnn_log_prob_is_a_normalised_distribution():
 
 def test_vqvae_loss_and_gradients():
     m = aezoo.create("vqvae", input_shape=(1, 8, 8), hidden=8, num_codes=16, code_dim=4)
-    out = m.loss(Batch(torch.rand(4, 1, 8, 8)), 0)
+    out = m.loss(Batch(torch.rand(4, 1, 8, 8)), LossStep())
     out.loss.backward()
     assert m.encoder[0].weight.grad.abs().sum() > 0  # reached through the straight-through estimator
     assert 1 <= out.metrics["perplexity"] <= 16

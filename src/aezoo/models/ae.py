@@ -3,7 +3,7 @@
 Hinton & Salakhutdinov, "Reducing the dimensionality of data with neural networks", Science 313 (2006).
 An encoder f maps x to a low-dimensional code z = f(x) (a linear code layer), a mirrored decoder g maps it
 back, and training minimises the reconstruction error of g(f(x)): cross-entropy for pixels in [0, 1]
-(the paper's choice for MNIST, "bernoulli") or squared error ("gaussian").
+(the paper's choice for MNIST, "bernoulli") or squared error ("gaussian"; :mod:`aezoo.nn.likelihood`).
 
 Preset ``hinton2006``: the paper's MNIST network 784-1000-500-250-30 with the mirrored decoder.
 Difference from the paper: it pre-trains a stack of RBMs and fine-tunes logistic units by conjugate
@@ -30,11 +30,12 @@ from typing import Literal
 import torch
 
 from ..errors import UserError
-from ..losses import bernoulli_nll, squared_error
+from ..losses import squared_error
 from ..nn import ConvDecoder, ConvEncoder, mlp
+from ..nn.likelihood import Likelihood, make_likelihood, resolve_likelihood
 from ..outputs import Batch, Encoded, LossOutput
 from ..registry import register
-from .base import Autoencoder, ModelConfig
+from .base import Autoencoder, ModelConfig, StepContext
 
 
 @dataclass
@@ -59,14 +60,11 @@ class AEConfig(ModelConfig):
             raise UserError("widths and channels must be positive")
         if self.arch != "mlp" and (self.data_kind != "image" or len(self.input_shape) != 3):
             raise UserError(f"arch={self.arch} needs image data (C, H, W); use arch=mlp for vectors")
-        if self.likelihood == "bernoulli" and self.data_kind != "image":
-            raise UserError("likelihood=bernoulli needs values in [0, 1] (image data); use gaussian")
+        resolve_likelihood(self)  # refuses a likelihood that does not fit the data
 
     @property
     def resolved_likelihood(self) -> str:
-        if self.likelihood != "auto":
-            return self.likelihood
-        return "bernoulli" if self.data_kind == "image" else "gaussian"
+        return resolve_likelihood(self)
 
 
 @register("ae")
@@ -78,7 +76,9 @@ class AE(Autoencoder):
         super().__init__(config)
         c = config
         in_shape = self.encoder_input_shape()
-        d = math.prod(c.input_shape)
+        self.likelihood: Likelihood = make_likelihood(c.resolved_likelihood)
+        out_shape = self.likelihood.out_shape(tuple(c.input_shape))  # what the decoder emits per item
+        d = math.prod(out_shape)
         if c.arch == "mlp":
             self.encoder = mlp([math.prod(in_shape), *c.widths, c.latent_dim], c.activation, norm=c.norm)
             self.decoder = mlp([c.latent_dim, *reversed(c.widths), d], c.activation, norm=c.norm)
@@ -87,7 +87,7 @@ class AE(Autoencoder):
             enc = ConvEncoder(tuple(in_shape), tuple(c.channels), c.latent_dim, c.activation, c.norm, spatial)
             self.encoder = enc
             self.decoder = ConvDecoder(c.latent_dim, enc.feature_shape, tuple(c.channels), enc.sizes,
-                                       c.input_shape[0], c.activation, c.norm, spatial)
+                                       out_shape[0], c.activation, c.norm, spatial)
 
     refines_codes = True
 
@@ -104,7 +104,7 @@ class AE(Autoencoder):
 
     def recon_nll(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Per-item reconstruction loss of raw decoder output ``out`` against ``x``."""
-        return bernoulli_nll(out, x) if self.config.resolved_likelihood == "bernoulli" else squared_error(out, x)
+        return self.likelihood.nll(out, x)
 
     def refine(self, x: torch.Tensor, z: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         """Improve codes ``z`` of items ``x`` by ``steps`` (default ``refine_steps``) Adam steps on the
@@ -122,17 +122,16 @@ class AE(Autoencoder):
         return z.detach()
 
     def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
-        """Raw decoder output shaped like the data: logits (bernoulli) or means (gaussian)."""
-        return self.decoder(z).view(-1, *self.config.input_shape)
+        """Raw decoder output (B, *likelihood.out_shape): logits (bernoulli) or means (gaussian)."""
+        return self.decoder(z).view(-1, *self.likelihood.out_shape(tuple(self.config.input_shape)))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.decoder_output(z)
-        return torch.sigmoid(out) if self.config.resolved_likelihood == "bernoulli" else out
+        return self.likelihood.mean(self.decoder_output(z))
 
-    def loss(self, batch: Batch, step: int) -> LossOutput:
+    def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
         x = batch.x
         out = self.decoder_output(self.encode(x).z)
         nll = self.recon_nll(out, x)
-        sse = squared_error(torch.sigmoid(out.float()), x) if self.config.resolved_likelihood == "bernoulli" else nll
+        sse = squared_error(self.likelihood.mean(out), x)
         loss = nll.mean()
         return LossOutput(loss, {"loss": loss.detach(), "recon_sse": sse.mean().detach()})

@@ -10,7 +10,8 @@ Training (the trainer supplies devices, precision, clipping, schedules, NaN chec
 and the time budget, and never asks which model it trains): ``optimizers()`` declares named
 :class:`Optim` s (default: one Adam over everything); ``training_step(batch, ctx)`` runs one step as the
 paper's algorithm reads, routing each loss with ``ctx.backward(loss, *names)`` and updating with
-``ctx.step(*names)`` (see :class:`StepContext`); by default it minimises ``loss(batch, step)``.
+``ctx.step(*names)`` (see :class:`StepContext`); by default it minimises ``loss(batch, ctx)``, the one
+loss signature (a single-optimizer model that plans over the run reads ``ctx.step_index``/``total_steps``).
 ``validation_step``, ``after_step``, ``prepare`` and ``attach`` are hooks with their own docstrings.
 """
 
@@ -84,6 +85,27 @@ class StepContext(Protocol):
     def mean(self, value: torch.Tensor) -> torch.Tensor: ...  # averaged over the ranks of a distributed run
 
 
+@dataclass
+class LossStep:
+    """A :class:`StepContext` for calling ``loss(batch, ctx)`` outside the trainer (tests, notebooks, your
+    own loop): where in the run the loss is taken. It runs no training step: ``backward`` and ``step``
+    refuse (call ``loss.backward()`` and your optimizer yourself)."""
+
+    step_index: int = 0
+    total_steps: int | None = None
+    progress: float = 0.0  # share of the run's budget used, 0 to 1
+    training: bool = True
+
+    def backward(self, loss: torch.Tensor, *optimizers: str, retain_graph: bool = False) -> None:
+        raise RuntimeError("LossStep runs no training step; call loss.backward() yourself")
+
+    def step(self, *optimizers: str) -> None:
+        raise RuntimeError("LossStep runs no training step; step your optimizer yourself")
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        return value
+
+
 class Model(nn.Module):
     """Base of every registered model: its config, optimizers and training step."""
 
@@ -100,12 +122,13 @@ class Model(nn.Module):
     def optimizers(self) -> dict[str, Optim]:
         return {"main": Optim(self.parameters())}
 
-    def loss(self, batch: Batch, step: int) -> LossOutput:
-        """The loss the default ``training_step`` minimises; ``step`` lets it change over training."""
+    def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
+        """The loss the default ``training_step`` minimises; ``ctx`` says where in the run it is taken
+        (``step_index``, ``total_steps``) and whether it trains (False in validation)."""
         raise NotImplementedError(f"{type(self).__name__} defines neither loss() nor training_step()")
 
     def training_step(self, batch: Batch, ctx: StepContext) -> dict[str, Any]:
-        out = self.loss(batch, ctx.step_index)
+        out = self.loss(batch, ctx)
         ctx.backward(out.loss)
         ctx.step()
         return out.metrics
@@ -312,5 +335,5 @@ def load_state(model: nn.Module, state: dict, where) -> None:
     model.load_state_dict(state)
 
 
-__all__ = ["ModelConfig", "Model", "Autoencoder", "Prior", "Restorer", "Optim", "StepContext", "save_model", "load_model",
+__all__ = ["ModelConfig", "Model", "Autoencoder", "Prior", "Restorer", "Optim", "StepContext", "LossStep", "save_model", "load_model",
            "copy_model", "make_config", "check_format"]

@@ -33,12 +33,12 @@ from torch import nn
 
 from ..corrupt import Corruption, parse
 from ..errors import UserError
-from ..losses import bernoulli_nll, squared_error
+from ..losses import squared_error
 from ..nn import SkipConvNet, activation
 from ..outputs import Batch, Encoded, LossOutput
 from ..registry import register
 from .ae import AE, AEConfig
-from .base import Restorer
+from .base import Restorer, StepContext
 
 
 @dataclass
@@ -70,7 +70,8 @@ class DAE(AE, Restorer):
         super().__init__(config)
         c = config
         if c.arch == "skip":
-            self.net = SkipConvNet(self.encoder_input_shape()[0], c.input_shape[0], tuple(c.channels), c.activation, c.norm)
+            out_channels = self.likelihood.out_shape(tuple(c.input_shape))[0]
+            self.net = SkipConvNet(self.encoder_input_shape()[0], out_channels, tuple(c.channels), c.activation, c.norm)
             self.to_code = nn.Conv2d(c.channels[-1], c.latent_dim, 1)
             self.from_code = nn.Sequential(nn.Conv2d(c.latent_dim, c.channels[-1], 1), activation(c.activation))
 
@@ -127,23 +128,17 @@ class DAE(AE, Restorer):
         (``sigma`` must be None)."""
         if sigma is not None:
             raise UserError(f"a {self.name} model is not told the noise level; --sigma applies to photo models")
-        out = self._output(x, hole)
-        out = torch.sigmoid(out) if self.config.resolved_likelihood == "bernoulli" else out
+        out = self.likelihood.mean(self._output(x, hole))
         if self.inpaints and hole is not None:
             out = hole * out + (1 - hole) * x
         return out
 
-    def loss(self, batch: Batch, step: int) -> LossOutput:
+    def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
         x = batch.x
         noisy, hole = self.corruption(x)
         out = self._output(noisy, hole)
-        weight = hole  # inpainting: only the holes count; denoising: every value (None)
-        if self.config.resolved_likelihood == "bernoulli":
-            nll = bernoulli_nll(out, x, weight)
-            pred = torch.sigmoid(out.float())
-        else:
-            nll = squared_error(out, x, weight)
-            pred = out.float()
+        nll = self.likelihood.nll(out, x, hole)  # inpainting: only the holes count; denoising: every value (None)
+        pred = self.likelihood.mean(out)
         restored = pred if hole is None else hole * pred + (1 - hole) * x
         loss = nll.mean()
         sse = squared_error(restored, x).mean()

@@ -23,7 +23,7 @@ Differences from the paper, and why (the measurements are in BENCHMARKS.md, "Sem
   (after NbrReg, Chaidaroon et al., SIGIR 2018), so similar items share codes. ``text_input="counts"``
   is the paper's model: log(1 + counts) in, softmax out, loss -sum_w n_w log p_w (the multinomial
   likelihood of its constrained-Poisson model).
-- Images: Bernoulli likelihood; other vectors: squared error.
+- Images: Bernoulli likelihood; other vectors: squared error (:mod:`aezoo.nn.likelihood`).
 Preset ``salakhutdinov2009``: log counts in (text), mirrored decoder, 128 bits, noise std 4, as the paper.
 """
 
@@ -40,11 +40,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..losses import bernoulli_nll, squared_error
 from ..nn import ConvDecoder, ConvEncoder, mlp
+from ..nn.likelihood import Likelihood, make_likelihood, resolve_likelihood
 from ..outputs import Batch, Encoded, LossOutput
 from ..registry import register
-from .base import Autoencoder, ModelConfig
+from .base import Autoencoder, ModelConfig, StepContext
 
 
 @dataclass
@@ -81,19 +81,16 @@ class HashConfig(ModelConfig):
             raise UserError("neighbour_dims must be >= 1")
         if self.neighbour_weight < 0:
             raise UserError("neighbour_weight must not be negative")
-        lik = self.resolved_likelihood
-        if lik == "bernoulli" and self.data_kind != "image":
-            raise UserError("likelihood=bernoulli needs values in [0, 1] (image data)")
-        if lik == "multinomial" and (len(self.input_shape) != 1 or self.data_kind == "image"):
-            raise UserError("likelihood=multinomial needs word counts (text data)")
+        resolve_likelihood(self, self.target_kind)  # refuses a likelihood that does not fit the data
 
     @property
     def resolved_likelihood(self) -> str:
-        if self.likelihood != "auto":
-            return self.likelihood
-        if self.data_kind == "text":
-            return "gaussian" if self.text_input == "tfidf" else "multinomial"
-        return "bernoulli" if self.data_kind == "image" else "gaussian"
+        return resolve_likelihood(self, self.target_kind)
+
+    @property
+    def target_kind(self) -> str:
+        """What the decoder reconstructs: TF-IDF text is a real vector, counts stay text."""
+        return "vector" if self.tfidf_text else self.data_kind
 
     @property
     def tfidf_text(self) -> bool:
@@ -136,16 +133,18 @@ class SemanticHash(Autoencoder):
         super().__init__(config)
         c = config
         d = math.prod(c.input_shape)
+        self.likelihood: Likelihood = make_likelihood(c.resolved_likelihood)
+        self.out_shape = self.likelihood.out_shape(tuple(c.input_shape))  # what the decoder emits per item
         if c.arch == "mlp":
             widths = c.resolved_widths
             self.encoder = mlp([d, *widths, c.bits], c.activation, norm=c.norm)
             dec = tuple(reversed(widths)) if c.decoder_widths is None else tuple(c.decoder_widths)
-            self.decoder = mlp([c.bits, *dec, d], c.activation, norm=c.norm)
+            self.decoder = mlp([c.bits, *dec, math.prod(self.out_shape)], c.activation, norm=c.norm)
         else:
             enc = ConvEncoder(tuple(c.input_shape), tuple(c.channels), c.bits, c.activation, c.norm)
             self.encoder = enc
             self.decoder = ConvDecoder(c.bits, enc.feature_shape, tuple(c.channels), enc.sizes,
-                                       c.input_shape[0], c.activation, c.norm)
+                                       self.out_shape[0], c.activation, c.norm)
 
         if c.balance:
             self.code_norm = Whitening(c.bits) if c.resolved_whiten else nn.BatchNorm1d(c.bits, affine=False)
@@ -202,23 +201,17 @@ class SemanticHash(Autoencoder):
         return Encoded(z=(self.code_logits(x) > 0).float())
 
     def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z).view(-1, *self.config.input_shape)
+        return self.decoder(z).view(-1, *self.out_shape)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The reconstruction: pixels, values, or for text the words' proportions (expected counts of a
         one-word document). A TF-IDF reconstruction becomes proportions by dividing out the IDF weights
         (negative values clipped to 0)."""
         out = self.decoder_output(z)
-        c = self.config
-        lik = c.resolved_likelihood
-        if lik == "bernoulli":
-            return torch.sigmoid(out)
-        if lik == "multinomial":
-            return torch.softmax(out, dim=-1)
-        if self.config.tfidf_text:
+        if self.config.tfidf_text and self.likelihood.name == "gaussian":
             tf = (out / self.idf).clamp_min(0)
             return tf / tf.sum(-1, keepdim=True).clamp_min(1e-12)
-        return out
+        return self.likelihood.mean(out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rec = self.decode(self.encode(x).z)
@@ -236,17 +229,11 @@ class SemanticHash(Autoencoder):
 
     def reconstruction_nll(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """(N,) negative log-likelihood (or squared error) of items ``x`` under decoder outputs ``out``."""
-        c = self.config
-        lik = c.resolved_likelihood
-        if lik == "bernoulli":
-            return bernoulli_nll(out, x)
-        if lik == "multinomial":
-            return -(x * F.log_softmax(out.float(), dim=-1)).sum(-1)
-        if c.data_kind == "text":  # the TF-IDF vector (or log counts) the encoder reads
-            x = self.input_features(x)
-        return squared_error(out, x.reshape(out.shape))
+        if self.config.data_kind == "text" and self.likelihood.name == "gaussian":
+            x = self.input_features(x)  # the TF-IDF vector (or log counts) the encoder reads
+        return self.likelihood.nll(out, x.reshape(out.shape))
 
-    def loss(self, batch: Batch, step: int) -> LossOutput:
+    def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
         x = batch.x
         logits = self.code_logits(x)
         out = self.decoder_output(self.train_code(logits))

@@ -32,7 +32,7 @@ from ..corrupt import Corruption, random_boxes, random_strokes
 from ..errors import UserError
 from ..outputs import Batch, LossOutput
 from ..registry import register
-from .base import ModelConfig, Optim, Restorer
+from .base import ModelConfig, Optim, Restorer, StepContext
 
 # Orthonormal opponent colour transform (rows: luminance, red-blue, green-magenta), and the scale and
 # offset that bring each row's range into [0, 1] for a greyscale network.
@@ -196,7 +196,7 @@ class PhotoRestorer(Restorer):
         dots = (torch.rand(b, 1, h, w, device=x.device) < torch.rand(b, 1, 1, 1, device=x.device) * 2 * f).float()
         return torch.where(kind == 0, boxes, torch.where(kind == 1, strokes, dots))
 
-    def loss(self, batch: Batch, step: int) -> LossOutput:
+    def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
         x = batch.x
         if self.inpaints:
             side = self._holes(x)

@@ -30,7 +30,7 @@ from torch import nn
 from ..errors import UserError
 from ..outputs import Batch, LossOutput
 from ..registry import register
-from .base import ModelConfig, Prior
+from .base import ModelConfig, Prior, StepContext
 
 
 @dataclass
@@ -141,7 +141,7 @@ class PixelCNN(Prior):
                 row = layer.gate(v_feat[l])
         return codes
 
-    def loss(self, batch: Batch, step: int) -> LossOutput:
+    def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
         codes = batch.x.long()
         nll = F.cross_entropy(self.logits(codes).float(), codes)  # nats per code
         return LossOutput(nll, {"loss": nll.detach(), "bits_per_code": nll.detach() / math.log(2)})

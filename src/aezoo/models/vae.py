@@ -7,9 +7,9 @@ bound ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || N(0, I)) is maximised by gradient
 Options: ``beta`` weights the KL (Higgins et al. 2017); ``kl_warmup_steps`` ramps that weight from 0 to
 ``beta`` linearly (Sonderby et al. 2016); ``iw_samples = k > 1`` trains the importance-weighted bound
 log (1/k) sum_i p(x, z_i) / q(z_i | x) instead (IWAE, Burda et al. 2016, eq. 8).
-Likelihoods p(x|z): ``bernoulli`` (pixels in [0, 1]), ``gaussian`` with a fixed variance
-(``gaussian_logvar``) or a learned per-value one (``learned_variance``), and ``logistic``: a discretised
-logistic over 256 levels (Salimans et al. 2017).
+Likelihoods p(x|z) (:mod:`aezoo.nn.likelihood`): ``bernoulli`` (pixels in [0, 1]), ``gaussian`` with a
+fixed variance (``gaussian_logvar``) or a learned per-value one (``learned_variance``), and ``logistic``: a
+discretised logistic over 256 levels (Salimans et al. 2017).
 
 Defaults follow the IWAE paper's one-stochastic-layer MNIST model: 784-200-200-50, tanh units.
 Differences: Adam's default learning rate (1e-3) instead of the paper's schedule of 3^i passes with
@@ -26,12 +26,12 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..losses import bernoulli_nll, discretized_logistic_nll, gaussian_nll
 from ..nn import ConvDecoder, ConvEncoder, mlp
 from ..nn.distributions import DiagonalGaussian, standard_normal_log_prob
+from ..nn.likelihood import Likelihood, make_likelihood, resolve_likelihood
 from ..outputs import Batch, Encoded, LossOutput
 from ..registry import register
-from .base import Autoencoder, ModelConfig
+from .base import Autoencoder, ModelConfig, StepContext
 
 
 @dataclass
@@ -54,14 +54,11 @@ class VAEConfig(ModelConfig):
             raise UserError("latent_dim and iw_samples must be at least 1; beta and kl_warmup_steps not negative")
         if self.arch == "conv" and (self.data_kind != "image" or len(self.input_shape) != 3):
             raise UserError("arch=conv needs image data (C, H, W); use arch=mlp for vectors")
-        if self.likelihood in ("bernoulli", "logistic") and self.data_kind != "image":
-            raise UserError(f"likelihood={self.likelihood} needs values in [0, 1] (image data); use gaussian")
+        resolve_likelihood(self)  # refuses a likelihood that does not fit the data
 
     @property
     def resolved_likelihood(self) -> str:
-        if self.likelihood != "auto":
-            return self.likelihood
-        return "bernoulli" if self.data_kind == "image" else "gaussian"
+        return resolve_likelihood(self)
 
 
 @register("vae")
@@ -74,17 +71,16 @@ class VAE(Autoencoder):
         super().__init__(config)
         c = config
         shape = tuple(c.input_shape)
-        d = math.prod(shape)
-        # the decoder emits 2 values per data value for the logistic (mean, log-scale), else 1
-        self.out_per_value = 2 if c.resolved_likelihood == "logistic" else 1
+        # what the decoder emits per item: 2 values per data value for the logistic (mean, log-scale), else 1
+        self.out_shape = make_likelihood(c.resolved_likelihood).out_shape(shape)
         if c.arch == "mlp":
-            self.encoder = mlp([d, *c.widths, 2 * c.latent_dim], c.activation)
-            self.decoder = mlp([c.latent_dim, *reversed(c.widths), self.out_per_value * d], c.activation)
+            self.encoder = mlp([math.prod(shape), *c.widths, 2 * c.latent_dim], c.activation)
+            self.decoder = mlp([c.latent_dim, *reversed(c.widths), math.prod(self.out_shape)], c.activation)
         else:
             enc = ConvEncoder(shape, tuple(c.channels), 2 * c.latent_dim, c.activation)
             self.encoder = enc
             self.decoder = ConvDecoder(c.latent_dim, enc.feature_shape, tuple(c.channels), enc.sizes,
-                                       self.out_per_value * shape[0], c.activation)
+                                       self.out_shape[0], c.activation)
         if c.resolved_likelihood == "gaussian" and c.learned_variance:
             self.log_var = nn.Parameter(torch.full(shape, float(c.gaussian_logvar)))
         else:
@@ -92,6 +88,11 @@ class VAE(Autoencoder):
 
     can_sample = True
     has_likelihood = True
+
+    @property
+    def likelihood(self) -> Likelihood:
+        """p(x|z); built on use, as it reads ``log_var`` (a parameter or a buffer, replaced when moved)."""
+        return make_likelihood(self.config.resolved_likelihood, log_var=self.log_var)
 
     @property
     def traversal_dims(self) -> int:
@@ -108,37 +109,16 @@ class VAE(Autoencoder):
         return Encoded(z=q.mode(), posterior=q)
 
     def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
-        """(N, out_per_value * C, ...) shaped like the data (z: (N, D))."""
-        c = self.config
-        out = self.decoder(z)
-        shape = tuple(c.input_shape)
-        if self.out_per_value == 2:
-            return out.view(-1, 2 * shape[0], *shape[1:]) if len(shape) == 3 else out.view(-1, 2, *shape)
-        return out.view(-1, *shape)
-
-    def _split(self, out: torch.Tensor):
-        if self.out_per_value == 1:
-            return out, None
-        return out.chunk(2, dim=1)  # mean, log-scale
+        """(N, *out_shape): the parameters of p(x|z) (z: (N, D))."""
+        return self.decoder(z).view(-1, *self.out_shape)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The mean of p(x|z)."""
-        out, _ = self._split(self.decoder_output(z))
-        lik = self.config.resolved_likelihood
-        if lik == "bernoulli":
-            return torch.sigmoid(out)
-        return out.clamp(0, 1) if lik == "logistic" else out
+        return self.likelihood.mean(self.decoder_output(z))
 
     def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x | z) per item; z (N, D) and x (N, ...)."""
-        out = self.decoder_output(z)
-        lik = self.config.resolved_likelihood
-        if lik == "bernoulli":
-            return -bernoulli_nll(out, x)
-        if lik == "gaussian":
-            return -gaussian_nll(out, x, self.log_var)
-        mean, log_scale = self._split(out)
-        return -discretized_logistic_nll(mean, log_scale, x)
+        return -self.likelihood.nll(self.decoder_output(z), x)
 
     def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
         """n draws of the decoder's mean at z ~ N(0, temperature^2 I)."""
@@ -163,7 +143,7 @@ class VAE(Autoencoder):
             return c.beta * step / c.kl_warmup_steps
         return c.beta
 
-    def loss(self, batch: Batch, step: int) -> LossOutput:
+    def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
         x = batch.x
         c = self.config
         if c.iw_samples > 1:
@@ -175,7 +155,7 @@ class VAE(Autoencoder):
         z = q.sample()
         log_px = self.log_likelihood(z, x)
         kl = q.kl()
-        loss = (-log_px + self.kl_weight(step) * kl).mean()
+        loss = (-log_px + self.kl_weight(ctx.step_index) * kl).mean()
         elbo = (log_px - kl).mean()
         return LossOutput(loss, {"loss": loss.detach(), "elbo": elbo.detach(), "recon_nll": (-log_px).mean().detach(),
                                  "kl": kl.mean().detach()})

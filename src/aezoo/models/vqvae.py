@@ -14,7 +14,8 @@ Architecture as in the paper: two stride-2 4x4 convolutions, a 3x3 convolution a
 convolutions. A 28x28 image becomes a 7x7 grid of codes. Paper defaults: K = 512, beta = 0.25, EMA
 decay 0.99. Differences, for CPU budgets: ``hidden = 64`` channels (paper 256) and D = 16 (paper 64 in
 the published code); reconstruction error is the mean squared error (a Gaussian likelihood with fixed
-variance, as the paper) or, on request, Bernoulli cross-entropy.
+variance, as the paper) or, on request, Bernoulli cross-entropy, each averaged over the item's values
+(:mod:`aezoo.nn.likelihood`).
 """
 
 from __future__ import annotations
@@ -24,15 +25,14 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..losses import bernoulli_nll
+from ..nn.likelihood import Likelihood, make_likelihood, resolve_likelihood
 from ..nn.quantize import VectorQuantizer
 from ..outputs import Batch, Encoded, LossOutput
 from ..registry import register
-from .base import Autoencoder, ModelConfig
+from .base import Autoencoder, ModelConfig, StepContext
 
 PRIOR_DIR = "prior"  # in a VQ-VAE run: a copy of its PixelCNN prior (config.json, model.safetensors)
 
@@ -60,6 +60,7 @@ class VQVAEConfig(ModelConfig):
             raise UserError("num_codes must be at least 2, code_dim and hidden positive")
         if not 0 < self.decay < 1 or self.beta < 0:
             raise UserError("decay must be in (0, 1) and beta not negative")
+        resolve_likelihood(self)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -85,16 +86,18 @@ class VQVAE(Autoencoder):
     def __init__(self, config: VQVAEConfig):
         super().__init__(config)
         c = config
-        ch, hd = c.input_shape[0], c.hidden
+        hd = c.hidden
+        self.likelihood: Likelihood = make_likelihood(resolve_likelihood(c))
+        out_ch = self.likelihood.out_shape(tuple(c.input_shape))[0]  # decoder outputs: one per input channel
         self.encoder = nn.Sequential(
-            nn.Conv2d(ch, hd // 2, 4, 2, 1), nn.ReLU(), nn.Conv2d(hd // 2, hd, 4, 2, 1), nn.ReLU(),
+            nn.Conv2d(c.input_shape[0], hd // 2, 4, 2, 1), nn.ReLU(), nn.Conv2d(hd // 2, hd, 4, 2, 1), nn.ReLU(),
             nn.Conv2d(hd, hd, 3, padding=1), *[ResBlock(hd) for _ in range(c.res_blocks)], nn.ReLU(),
             nn.Conv2d(hd, c.code_dim, 1))
         self.quantizer = VectorQuantizer(c.num_codes, c.code_dim, c.beta, c.ema, c.decay,
                                          dead_threshold=c.dead_threshold)
         self.decoder = nn.Sequential(
             nn.Conv2d(c.code_dim, hd, 3, padding=1), *[ResBlock(hd) for _ in range(c.res_blocks)], nn.ReLU(),
-            nn.ConvTranspose2d(hd, hd // 2, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(hd // 2, ch, 4, 2, 1))
+            nn.ConvTranspose2d(hd, hd // 2, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(hd // 2, out_ch, 4, 2, 1))
         self._prior = []  # [(pixelcnn, prior_dir)] once attached; a list keeps it out of the state dict
 
     discrete_codes = True
@@ -113,16 +116,13 @@ class VQVAE(Autoencoder):
     def decoder_output(self, z_q: torch.Tensor) -> torch.Tensor:
         return self.decoder(z_q)
 
-    def _mean(self, out: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(out) if self.config.likelihood == "bernoulli" else out.clamp(0, 1)
-
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Snap z (B, D, h, w) to the codebook, then decode; codebook vectors decode as they are."""
         q = self.quantizer.nearest(z.float().permute(0, 2, 3, 1).reshape(-1, z.shape[1]))
         return self.decode_indices(q.view(z.shape[0], *z.shape[2:]))
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
-        return self._mean(self.decoder_output(self.quantizer.lookup(indices)))
+        return self.likelihood.mean(self.decoder_output(self.quantizer.lookup(indices))).clamp(0, 1)  # pixels
 
     # --- the prior --------------------------------------------------------------------------------
     @property
@@ -160,14 +160,11 @@ class VQVAE(Autoencoder):
         return self.decode_indices(self.prior.sample(n, temperature=temperature))
 
     # --- training ---------------------------------------------------------------------------------
-    def loss(self, batch: Batch, step: int) -> LossOutput:
+    def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
         x = batch.x
         q = self.quantizer(self.encoder(x))
         out = self.decoder_output(q.z_q)
-        if self.config.likelihood == "bernoulli":
-            rec = bernoulli_nll(out, x).mean() / x[0].numel()
-        else:
-            rec = F.mse_loss(out.float(), x)
+        rec = self.likelihood.nll(out, x).mean() / x[0].numel()  # per value: gaussian, the mean squared error
         loss = rec + q.loss
         return LossOutput(loss, {"loss": loss.detach(), "recon": rec.detach(), "vq_loss": q.loss.detach(),
                                  "perplexity": q.perplexity, "code_usage": q.usage})
