@@ -43,13 +43,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..losses import bernoulli_nll, discretized_mixture_logistic_nll
 from ..nn.cells import DecoderCell, EncoderCell
 from ..nn.distributions import DiagonalGaussian, residual_normal, soft_clamp
+from ..nn.likelihood import Likelihood, make_likelihood, resolve_likelihood
 from ..nn.spectral import SpectralPenalty
-from ..outputs import Batch, Encoded
+from ..outputs import Batch, Encoded, LossOutput
 from ..registry import register
-from .base import Autoencoder, ModelConfig, Optim
+from .base import Autoencoder, ModelConfig, Optim, StepContext
 
 
 @dataclass
@@ -82,16 +82,13 @@ class NVAEConfig(ModelConfig):
         if not (0 <= self.kl_warmup <= 1 and 0 <= self.kl_min <= 1 and self.sr_lambda >= 0 and self.lr > 0
                 and self.bn_samples >= 0):
             raise UserError("kl_warmup and kl_min must be in [0, 1]; sr_lambda and bn_samples not negative; lr positive")
-        if self.resolved_likelihood == "bernoulli" and self.input_shape[0] != 1:
-            raise UserError("likelihood=bernoulli is for one-channel images; use logistic_mixture")
+        resolve_likelihood(self)  # refuses a likelihood that does not fit the data
         if self.top_size < 1:
             raise UserError(f"input {tuple(self.input_shape)} is too small for {self.factor}x down-sampling")
 
     @property
     def resolved_likelihood(self) -> str:
-        if self.likelihood != "auto":
-            return self.likelihood
-        return "bernoulli" if self.input_shape[0] == 1 else "logistic_mixture"
+        return resolve_likelihood(self)
 
     @property
     def factor(self) -> int:
@@ -190,8 +187,8 @@ class NVAE(Autoencoder):
             post += [_Up(ch)] + [DecoderCell(ch // 2, c.expand) for _ in range(c.pre_cells)]
             ch //= 2
         self.post = nn.Sequential(*post)
-        per_value = 1 if c.resolved_likelihood == "bernoulli" else 3 * c.mixtures
-        self.out = _head(ch, per_value * cin)
+        self.likelihood: Likelihood = make_likelihood(c.resolved_likelihood, mixtures=c.mixtures)
+        self.out = _head(ch, self.likelihood.out_shape(tuple(c.input_shape))[0])  # 1 or 3 * mixtures per value
         self.group_sizes = [zc * (top[0] << (c.scales - 1 - s)) * (top[1] << (c.scales - 1 - s)) for s in self.scale_of]  # latent values per group
         self.spectral = SpectralPenalty([m for m in self.modules() if isinstance(m, nn.Conv2d)])
         self.decoder_norms = [m for part in (self.dec_cells, self.post) for m in part.modules()
@@ -257,25 +254,6 @@ class NVAE(Autoencoder):
         out = self.out(self.post(h))
         return out[..., : self.config.input_shape[1], : self.config.input_shape[2]], groups
 
-    # --- likelihood -------------------------------------------------------------------------------------
-    def _split(self, out: torch.Tensor):
-        b, cin = out.shape[0], self.config.input_shape[0]
-        k = self.config.mixtures
-        logits, means, log_scales = out.view(b, 3, k, cin, *out.shape[2:]).unbind(1)
-        return logits, torch.sigmoid(means), log_scales  # means in (0, 1)
-
-    def log_likelihood(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self.config.resolved_likelihood == "bernoulli":
-            return -bernoulli_nll(out, x)
-        return -discretized_mixture_logistic_nll(*self._split(out), x)
-
-    def mean_of(self, out: torch.Tensor) -> torch.Tensor:
-        """E[x] under the decoder's output distribution."""
-        if self.config.resolved_likelihood == "bernoulli":
-            return torch.sigmoid(out.float())
-        logits, means, _ = self._split(out.float())
-        return (torch.softmax(logits, 1) * means).sum(1).clamp(0, 1)
-
     # --- the autoencoder interface ---------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> Encoded:
         """The top group's posterior mean, a (latent_channels, H/f, W/f) map."""
@@ -287,18 +265,18 @@ class NVAE(Autoencoder):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """From a top-group code, the lower groups at their prior means (temperature 0)."""
         out, _ = self.top_down(z.shape[0], top=z, temperature=0.0)
-        return self.mean_of(out)
+        return self.likelihood.mean(out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction from every group's posterior mean."""
         out, _ = self.top_down(x.shape[0], self.features(x), use_mean=True)
-        return self.mean_of(out)
+        return self.likelihood.mean(out)
 
     def reconstruct_groups(self, x: torch.Tensor, keep: int, temperature: float = 0.6) -> torch.Tensor:
         """The top ``keep`` groups from x's posterior means, the others drawn from the prior: what the
         top groups encode is what stays fixed across draws."""
         out, _ = self.top_down(x.shape[0], self.features(x), keep=keep, temperature=temperature, use_mean=True)
-        return self.mean_of(out)
+        return self.likelihood.mean(out)
 
     # --- sampling --------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -338,12 +316,12 @@ class NVAE(Autoencoder):
                 m.running_mean.copy_(mean)
                 m.running_var.copy_(var)
                 m.num_batches_tracked.copy_(count)
-        return self.mean_of(out)
+        return self.likelihood.mean(out)
 
     # --- likelihood bounds -----------------------------------------------------------------------------
     def _elbo_parts(self, x: torch.Tensor):
         out, groups = self.top_down(x.shape[0], self.features(x))
-        log_px = self.log_likelihood(out, x)
+        log_px = -self.likelihood.nll(out, x)
         kls = torch.stack([q.kl(p) for q, p, _ in groups], 1)  # (B, L), analytic per group
         return log_px, kls
 
@@ -352,7 +330,7 @@ class NVAE(Autoencoder):
         b = x.shape[0]
         feats = [f.repeat(k, 1, 1, 1) for f in self.features(x)]  # the encoder is deterministic: run it once
         out, groups = self.top_down(k * b, feats)
-        log_w = self.log_likelihood(out, x.repeat(k, *[1] * (x.dim() - 1)))
+        log_w = -self.likelihood.nll(out, x.repeat(k, *[1] * (x.dim() - 1)))
         for q, p, z in groups:
             log_w = log_w + p.log_prob(z) - q.log_prob(z)
         return log_w.view(k, b)
@@ -388,18 +366,18 @@ class NVAE(Autoencoder):
         bn = [m.weight.abs().max() for m in self.modules() if isinstance(m, nn.BatchNorm2d)]
         return self.spectral() + torch.stack(bn).sum()
 
-    def training_step(self, batch: Batch, ctx) -> dict:
+    def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
+        """Training: the warmed-up, balanced negative ELBO plus the spectral term; validation: the negative
+        ELBO (its metrics only, without the spectral power iteration)."""
         c = self.config
         log_px, kls = self._elbo_parts(batch.x)
-        beta = self.kl_weight(ctx.progress) if ctx.training else 1.0
-        weighted = kls * self.balance(kls) if c.kl_balance and beta < 1 else kls
         kl = kls.sum(1)
         metrics = {"elbo": (log_px - kl).mean().detach(), "recon_nll": (-log_px).mean().detach(),
                    "kl": kl.mean().detach(), "active_groups": (kls.detach().mean(0) > 0.1).sum()}
         if not ctx.training:
-            return metrics
+            return LossOutput((-log_px + kl).mean(), metrics)
+        beta = self.kl_weight(ctx.progress)
+        weighted = kls * self.balance(kls) if c.kl_balance and beta < 1 else kls
         sr = self.spectral_loss()
         loss = (-log_px + beta * weighted.sum(1)).mean() + c.sr_lambda * sr
-        ctx.backward(loss)
-        ctx.step()
-        return {**metrics, "loss": loss.detach(), "kl_weight": beta, "spectral": sr.detach()}
+        return LossOutput(loss, {**metrics, "loss": loss.detach(), "kl_weight": beta, "spectral": sr.detach()})
