@@ -16,6 +16,7 @@ def _isolate(tmp_path, monkeypatch):
     # Keep downloads and caches out of the user's home; small, repeatable thread count.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("AEZOO_DATA", raising=False)
+    monkeypatch.setenv("AEZOO_PROBE", "0")  # precision=auto: fp32 contiguous, no timing (tests/test_precision.py probes)
     torch.set_num_threads(1)
     yield
 

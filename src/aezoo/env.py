@@ -35,3 +35,16 @@ def host_reads_free(device) -> bool:
     ``device`` (the CPU), or makes the host wait for every queued kernel (a GPU). Code on a training step's
     path reads values only where this is true, and keeps them as tensors until logging time elsewhere."""
     return getattr(device, "type", device) == "cpu"
+
+
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags as /proc/cpuinfo lists them (``avx512_bf16``, ``amx_bf16``, ...); None where
+    there is no /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):  # x86, ARM
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return frozenset()

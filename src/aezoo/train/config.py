@@ -24,7 +24,10 @@ class TrainConfig:
     warmup_steps: int = 0  # linear warm-up from 0 to lr
     min_lr_ratio: float = 0.0  # floor of the decay, as a fraction of lr
     grad_clip: float | None = None  # max global gradient norm per optimizer update; None: no clipping
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU (measured faster)
+    # auto: chosen for this machine (train/precision.py): on a CPU bf16 autocast and channels-last only where
+    # a short probe of this network's steps measures them faster; on CUDA bf16 where native. Recorded in run.json.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16: autocast; weights and optimizer states stay fp32
+    channels_last: Literal["auto"] | bool = "auto"  # memory layout of 4-D weights and image batches
     compile: bool = False  # torch.compile the loss (pays off on long runs)
     device: str = "auto"  # auto: cuda when available, else cpu
     threads: int | None = None  # CPU threads for torch; None: torch's default

@@ -28,6 +28,7 @@ rank draws its own noise; checkpoints hold every rank's RNG state.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -43,12 +44,13 @@ from ..env import machine_info
 from ..config import to_dict
 from ..data import Dataset, batches, num_batches
 from ..errors import TrainingDiverged, UserError
-from ..io import cannot_write, make_dir, write_bytes, write_json
+from ..io import cannot_write, make_dir, read_json, write_bytes, write_json
 from ..models.base import Model, Optim, load_state, save_model
 from ..outputs import Batch
 from ..rng import seeded
 from . import checkpoint as ckpt
 from . import distributed
+from . import precision as prec
 from .config import TrainConfig
 from .schedules import lr_factor
 
@@ -295,10 +297,8 @@ class Trainer:
             if self.device.type == "cuda":  # one GPU per rank (distributed.cuda_index), the same as join() set
                 self.device = self.dist.claim_gpu()
             self.dist.device = self.device
-        # auto: bf16 autocast on CUDA only. On CPU it measured slower than fp32 for our model sizes even
-        # with AVX-512 BF16 (weight casts dominate at these widths; bench/precision.py), so fp32 there.
-        self.use_bf16 = c.precision == "bf16" or (
-            c.precision == "auto" and self.device.type == "cuda" and bf16_supported(self.device))
+        # precision and layout are chosen in fit() (train/precision.py), once the model is prepared
+        self.use_bf16, self.channels_last, self.choice = False, False, None
         if c.precision == "bf16" and not bf16_supported(self.device):
             raise UserError(f"precision=bf16 is not supported on this {self.device.type} device; use fp32 or auto")
         self.model.to(self.device)
@@ -330,6 +330,62 @@ class Trainer:
         self.total_steps = c.epochs * self.steps_per_epoch if c.epochs else None
         if c.max_steps is not None:  # the planned steps (schedules, warm-ups) end at the step limit
             self.total_steps = c.max_steps if self.total_steps is None else min(self.total_steps, c.max_steps)
+
+    # --- precision and memory layout ------------------------------------------------------------------
+    def _choose_precision(self, resume: bool) -> None:
+        """Rank 0's choice, on every rank: the one run.json records when resuming, else a new one."""
+        c = self.config
+        choice = None
+        if self.main:
+            recorded = self.run_dir / "run.json" if resume and self.run_dir is not None else None
+            if recorded is not None and recorded.is_file():
+                run = read_json(recorded, "run (run.json)")
+                same = str(run.get("device", "")).split(":")[0] == self.device.type  # bit-exact on one device only
+                choice = prec.Choice.recorded(run) if same else None
+            if choice is None:
+                hardware = prec.cpu_has_bf16() if self.device.type == "cpu" else bf16_supported(self.device)
+                choice = prec.choose(c.precision, c.channels_last, self.device, bf16_hardware=hardware,
+                                     convolutions=prec.has_convolutions(self.model, self.data.shape),
+                                     measure=self._probe)
+        if self.dist is not None:
+            choice = prec.Choice(**json.loads(self.dist.share_text(json.dumps(choice.__dict__) if self.main else None)))
+        self.choice = choice
+        self.use_bf16 = choice.bf16
+        if choice.bf16 and not bf16_supported(self.device):
+            raise UserError(f"this run trains in bf16, which this {self.device.type} device does not support; "
+                            "resume it on a machine with native bf16")
+        self.channels_last = choice.channels_last
+        if choice.channels_last:
+            to_channels_last(self.model, self.optimizers.values())
+
+    def _probe(self, candidates: list) -> tuple[dict, bool]:
+        """Seconds per training step of each candidate (bf16, channels-last), from the cache or measured on
+        copies of the model and its optimizers (the run's own are untouched), with the run's RNG stream kept."""
+        c = self.config
+        fp = prec.fingerprint(self.model, c.batch_size, c.optimizer, self.device, candidates)
+        times = prec.cached_times(fp)
+        if times is not None:
+            return times, True
+        batch = next(iter(batches(self.data.train, c.batch_size, drop_last=True)))
+        with seeded(c.seed + 2, self.device):
+            times = prec.measure({prec.name(k): self._shadow_step(batch, *k) for k in candidates})
+        prec.store_times(fp, times)
+        return times, False
+
+    def _shadow_step(self, batch: Batch, bf16: bool, channels_last: bool):
+        """One training step of a copy of this trainer over a copy of the model, as a function."""
+        shadow = copy.copy(self)
+        shadow.model = copy.deepcopy(self.model)
+        shadow.optimizers = {n: build_optimizer(spec, self.config, self.device)
+                             for n, spec in shadow.model.optimizers().items()}
+        shadow.opt_params = {n: [p for g in o.param_groups for p in g["params"]] for n, o in shadow.optimizers.items()}
+        shadow.base_lrs = {n: [g["lr"] for g in o.param_groups] for n, o in shadow.optimizers.items()}
+        shadow.use_bf16, shadow.channels_last = bf16, channels_last
+        shadow.dist, shadow._synced, shadow._pending, shadow._bad, shadow.check_at_once = None, [], [], None, True
+        if channels_last:
+            to_channels_last(shadow.model, shadow.optimizers.values())
+        batch = shadow._to_device(batch)
+        return lambda: shadow._train_step(batch, 0)
 
     def _autocast(self):
         if not self.use_bf16:
@@ -407,10 +463,14 @@ class Trainer:
         return {k: v / n for k, v in sums.items()}
 
     def _to_device(self, batch: Batch) -> Batch:
+        x = batch.x
+        if self.channels_last and x.dim() == 4:  # (B, C, H, W) stored as (B, H, W, C)
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.device.type == "cpu":
-            return batch
+            return batch if x is batch.x else Batch(x, batch.y, batch.index)
         y = None if batch.y is None else batch.y.to(self.device, non_blocking=True)
-        return Batch(batch.x.to(self.device, non_blocking=True), y, batch.index)
+        return Batch(x.to(self.device, non_blocking=True), y, batch.index)
+
 
     # --- the loop --------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
@@ -431,6 +491,7 @@ class Trainer:
         # deterministic and draws no random numbers, so a resumed run rebuilds what the first run had.
         self.model.prepare(self.data.train)
         self.model.train()
+        self._choose_precision(resume)
         writes = self.run_dir is not None and self.main
         log = MetricsLog(self.run_dir / "metrics.jsonl" if writes else None, state["step"] if resume else None)
         self._write_run_json(state, finished=False)
@@ -569,6 +630,8 @@ class Trainer:
             "parameters": self.model.num_parameters(),
             "optimizers": {name: describe_optimizer(opt) for name, opt in self.optimizers.items()},
             "precision": "bf16" if self.use_bf16 else "fp32",
+            "channels_last": self.channels_last,
+            "precision_choice": self.choice.to_json() if self.choice else None,
             "device": str(self.device),
             "processes": self.world,
             "hardware": machine_info(),
@@ -576,6 +639,18 @@ class Trainer:
         }
         meta.update(self.extra_meta)
         write_json(self.run_dir / "run.json", meta)
+
+
+def to_channels_last(model: torch.nn.Module, optimizers) -> None:
+    """4-D weights and buffers in channels-last, in place (the optimizers keep their parameters), and the
+    optimizer states that follow a weight in its layout: the fused Adam kernel assumes one layout for a
+    parameter and its moments, and gives wrong numbers (no error) when they differ."""
+    model.to(memory_format=torch.channels_last)
+    for opt in optimizers:
+        for p, st in opt.state.items():
+            for key, v in st.items():
+                if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                    st[key] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
 def rank_seed(seed: int, rank: int) -> int:
