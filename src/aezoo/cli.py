@@ -362,127 +362,27 @@ def cmd_reconstruct(a) -> int:
     return 0
 
 
-def _restore_split(a, model, run_dir, corruption):
-    """Corrupt a dataset split, restore it, print metrics and save a corrupted / restored / clean grid."""
-    from .eval import corrupt_fixed, restoration_metrics, restore_batched
-    from .models.run import open_run
-    from .report import image_grid, to_images
-
-    _, data = open_run(run_dir, a.data, a.data_dir, not a.quiet)
-    x = data.split(a.split).x
-    metrics = {"data": data.spec, "split": a.split}
-    metrics.update(restoration_metrics(model, x, corruption, a.seed))
-    noisy, hole = corrupt_fixed(x[: a.n], corruption, a.seed)
-    restored = restore_batched(model, noisy, hole)
-    shown = noisy if hole is None else noisy + hole * 0.5  # holes shown grey
-    grid = image_grid([to_images(t, data.shape, data.kind) for t in (shown, restored, x[: a.n])])
-    return metrics, grid
-
-
-def _restorer(inputs: list[str], inpaint: bool, data: bool):
-    """(model, where it came from, the image inputs): a run directory given first, else the shipped model."""
-    from pathlib import Path
-
-    from .apps.restore import require_restorer, shipped_model
-    from .errors import UserError
-    from .models.base import load_model
-
-    if inputs and Path(inputs[0]).is_dir():
-        model = load_model(inputs[0])
-        require_restorer(model, inputs[0], inpaint)
-        return model, inputs[0], inputs[1:]
-    if data:
-        raise UserError("--data needs a run directory first: the model trained on that data")
-    return shipped_model(inpaint), "the shipped photo model", inputs
-
-
-def _read_for(model, path):
-    from .apps.restore import read_picture
-
-    c = model.config.input_shape[0]
-    return read_picture(path, 3 if c == 3 else None)
-
-
 def cmd_denoise(a) -> int:
-    from pathlib import Path
+    from .apps.restore import denoise
 
-    from .apps.restore import restore_image, to_pil
-    from .corrupt import parse
-    from .errors import UserError
-    from .io import check_output_dir, save_image, write_json
-
-    corruption = parse(a.noise) if a.noise else None
-    if corruption is not None and corruption.is_mask:
-        raise UserError(f"--noise {a.noise} makes holes; use 'aezoo inpaint' for those")
-    if a.sigma is not None and not 0 < a.sigma <= 255:
-        raise UserError(f"--sigma {a.sigma:g} must be in (0, 255] (the 0-255 scale)")
-    model, run_dir, inputs = _restorer(a.inputs, False, bool(a.data))
-    if bool(inputs) == bool(a.data):
-        raise UserError("give image files to denoise, or --data SPEC (with --noise) to denoise a dataset split")
-    one_file = len(inputs) == 1 and Path(a.out).suffix.lower() in (".png", ".jpg", ".jpeg")
-    if a.data or not one_file:
-        check_output_dir(Path(a.out))
-    else:
-        _image_out(a.out)
+    out = denoise(a.inputs, a.out, noise=a.noise, sigma=a.sigma, data=a.data, data_dir=a.data_dir, split=a.split,
+                  n=a.n, seed=a.seed, progress=not a.quiet)
     if a.data:
-        metrics, grid = _restore_split(a, model, run_dir, corruption or model.corruption)
-        save_image(Path(a.out) / "denoise.png", grid)
-        write_json(Path(a.out) / "denoise.json", metrics)
-        print(json.dumps(metrics))
-        return 0
-    pictures = [(p, _read_for(model, p)) for p in inputs]  # read all first: a bad file writes nothing
-    from .eval import corrupt_fixed
-
-    sigma = None if a.sigma is None else a.sigma / 255
-    for i, (path, img) in enumerate(pictures):
-        stem = Path(path).stem
-        if corruption is not None:
-            img = corrupt_fixed(img[None], corruption, a.seed + i)[0][0]
-            save_image(Path(a.out).with_name(Path(a.out).stem + "-noisy.png") if one_file else
-                       Path(a.out) / f"{stem}-noisy.png", to_pil(img))
-        clean = to_pil(restore_image(model, img, sigma=sigma))
-        save_image(a.out if one_file else Path(a.out) / f"{stem}-denoised.png", clean)
-    print(f"aezoo: {len(pictures)} picture(s) denoised into {a.out}", file=sys.stderr)
+        print(json.dumps(out))  # the split's restoration metrics
+    else:
+        print(f"aezoo: {out['pictures']} picture(s) denoised into {a.out}", file=sys.stderr)
     return 0
 
 
 def cmd_inpaint(a) -> int:
-    from .apps.restore import impulse_mask, restore_image, to_pil
-    from .corrupt import box_mask, mask_from_image
-    from .errors import UserError
-    from .io import save_image
+    from .apps.restore import inpaint
 
-    model, run_dir, inputs = _restorer(a.inputs, True, bool(a.data))
-    if len(inputs) > 1:
-        raise UserError(f"inpaint takes one image file, got {len(inputs)}: {' '.join(inputs)}")
-    if bool(inputs) == bool(a.data):
-        raise UserError("give one image file to inpaint, or --data SPEC to inpaint a dataset split")
-    if inputs and (bool(a.mask) + bool(a.box) + a.impulses) != 1:
-        raise UserError("mark the missing pixels with --mask MASK.png, --box X,Y,W,H or --impulses (one of them)")
-    _image_out(a.out)
+    out = inpaint(a.inputs, a.out, mask=a.mask, box=a.box, impulses=a.impulses, data=a.data, data_dir=a.data_dir,
+                  split=a.split, n=a.n, seed=a.seed, progress=not a.quiet)
     if a.data:
-        metrics, grid = _restore_split(a, model, run_dir, model.corruption)
-        save_image(a.out, grid)
-        print(json.dumps(metrics))
-        return 0
-    img = _read_for(model, inputs[0])
-    _, h, w = img.shape
-    if a.box:
-        try:
-            box = tuple(int(v) for v in a.box.split(","))
-        except ValueError:
-            box = ()
-        if len(box) != 4:
-            raise UserError(f"--box {a.box!r} must be four whole numbers X,Y,W,H")
-        hole = box_mask(h, w, box)[0]
-    elif a.impulses:
-        hole = impulse_mask(img)
-        if not hole.any():
-            raise UserError(f"{inputs[0]}: no pure black or white pixels, so no salt-and-pepper noise to remove")
+        print(json.dumps(out))  # the split's restoration metrics
     else:
-        hole = mask_from_image(a.mask, h, w)[0]
-    save_image(a.out, to_pil(restore_image(model, img, hole)))
-    print(f"aezoo: inpainted picture written to {a.out}", file=sys.stderr)
+        print(f"aezoo: inpainted picture written to {a.out}", file=sys.stderr)
     return 0
 
 

@@ -152,3 +152,157 @@ def to_pil(image: torch.Tensor):
 
     a = (image.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
     return Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0))
+
+
+# --- the restoration commands (aezoo denoise / inpaint): inputs, corruption, holes, output names ------------
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def open_restorer(inputs: list[str], inpaint: bool, data: bool) -> tuple[Restorer, str, list[str]]:
+    """(model, where it came from, the image inputs): a run directory given first, else the shipped model."""
+    from ..models.base import load_model
+
+    if inputs and Path(inputs[0]).is_dir():
+        model = load_model(inputs[0])
+        require_restorer(model, inputs[0], inpaint)
+        return model, inputs[0], inputs[1:]
+    if data:
+        raise UserError("--data needs a run directory first: the model trained on that data")
+    return shipped_model(inpaint), "the shipped photo model", inputs
+
+
+def read_for(model: Restorer, path: str | Path) -> torch.Tensor:
+    """A picture file read as the model restores it: colour for a colour model, else as the file is."""
+    c = model.config.input_shape[0]
+    return read_picture(path, 3 if c == 3 else None)
+
+
+def restore_split(model: Restorer, run_dir: str, corruption, data_spec: str, data_dir: str | None = None,
+                  split: str = "test", n: int = 12, seed: int = 0, progress: bool = True):
+    """Corrupt a dataset split, restore it: (metrics over the whole split, a corrupted / restored / clean
+    grid of its first ``n`` items as a picture)."""
+    from ..eval import corrupt_fixed, restoration_metrics, restore_batched
+    from ..models.run import open_run
+    from ..report import image_grid, to_images
+
+    _, data = open_run(run_dir, data_spec, data_dir, progress)
+    x = data.split(split).x
+    metrics = {"data": data.spec, "split": split}
+    metrics.update(restoration_metrics(model, x, corruption, seed))
+    noisy, hole = corrupt_fixed(x[:n], corruption, seed)
+    restored = restore_batched(model, noisy, hole)
+    shown = noisy if hole is None else noisy + hole * 0.5  # holes shown grey
+    grid = image_grid([to_images(t, data.shape, data.kind) for t in (shown, restored, x[:n])])
+    return metrics, grid
+
+
+def _image_file(path: str | Path) -> None:
+    from ..io import check_output_file
+
+    if not str(path).lower().endswith(IMAGE_SUFFIXES):
+        raise UserError("--out must name a .png or .jpg file")
+    check_output_file(path)
+
+
+def denoise(inputs: list[str], out: str, *, noise: str | None = None, sigma: float | None = None,
+            data: str | None = None, data_dir: str | None = None, split: str = "test", n: int = 12, seed: int = 0,
+            progress: bool = True) -> dict:
+    """``aezoo denoise``: image files (a run directory first, else the shipped model) into ``out``, a
+    folder (``NAME-denoised.png``, and ``NAME-noisy.png`` when ``noise`` is added first) or, for one input,
+    an image file (``OUT-noisy.png`` beside it); returns ``{"pictures": count}``. With ``data``: a corrupted
+    split, restored, its metrics returned and written with a grid into the folder ``out``. ``sigma``: the noise level on the 0-255
+    scale, for photo models. Every input is read before anything is written."""
+    from ..corrupt import parse
+    from ..eval import corrupt_fixed
+    from ..io import check_output_dir, save_image, write_json
+
+    corruption = parse(noise) if noise else None
+    if corruption is not None and corruption.is_mask:
+        raise UserError(f"--noise {noise} makes holes; use 'aezoo inpaint' for those")
+    if sigma is not None and not 0 < sigma <= 255:
+        raise UserError(f"--sigma {sigma:g} must be in (0, 255] (the 0-255 scale)")
+    model, run_dir, inputs = open_restorer(inputs, False, bool(data))
+    if bool(inputs) == bool(data):
+        raise UserError("give image files to denoise, or --data SPEC (with --noise) to denoise a dataset split")
+    one_file = len(inputs) == 1 and Path(out).suffix.lower() in IMAGE_SUFFIXES
+    if data or not one_file:
+        check_output_dir(Path(out))
+    else:
+        _image_file(out)
+    if data:
+        metrics, grid = restore_split(model, run_dir, corruption or model.corruption, data, data_dir, split, n, seed,
+                                      progress)
+        save_image(Path(out) / "denoise.png", grid)
+        write_json(Path(out) / "denoise.json", metrics)
+        return metrics
+    pictures = [(p, read_for(model, p)) for p in inputs]  # read all first: a bad file writes nothing
+    for i, (path, img) in enumerate(pictures):
+        stem = Path(path).stem
+        if corruption is not None:
+            img = corrupt_fixed(img[None], corruption, seed + i)[0][0]
+            save_image(Path(out).with_name(Path(out).stem + "-noisy.png") if one_file else
+                       Path(out) / f"{stem}-noisy.png", to_pil(img))
+        clean = to_pil(restore_image(model, img, sigma=None if sigma is None else sigma / 255))
+        save_image(out if one_file else Path(out) / f"{stem}-denoised.png", clean)
+    return {"pictures": len(pictures)}
+
+
+def parse_box(text: str) -> tuple[int, int, int, int]:
+    """``X,Y,W,H`` (pixels from the top-left) as four whole numbers."""
+    try:
+        box = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise UserError(f"--box {text!r} must be four whole numbers X,Y,W,H")
+    return box
+
+
+def _one_mark(mask, box, impulses) -> None:
+    if (bool(mask) + bool(box) + impulses) != 1:
+        raise UserError("mark the missing pixels with --mask MASK.png, --box X,Y,W,H or --impulses (one of them)")
+
+
+def hole_of(image: torch.Tensor, source: str, *, mask: str | None = None, box: str | None = None,
+            impulses: bool = False) -> torch.Tensor:
+    """The missing pixels (1, H, W) of ``image`` (read from ``source``), marked by exactly one of a mask
+    file (white = missing), a box ``X,Y,W,H`` or ``impulses`` (pure black and white pixels)."""
+    from ..corrupt import box_mask, mask_from_image
+
+    _one_mark(mask, box, impulses)
+    _, h, w = image.shape
+    if box:
+        return box_mask(h, w, parse_box(box))[0]
+    if impulses:
+        hole = impulse_mask(image)
+        if not hole.any():
+            raise UserError(f"{source}: no pure black or white pixels, so no salt-and-pepper noise to remove")
+        return hole
+    return mask_from_image(mask, h, w)[0]
+
+
+def inpaint(inputs: list[str], out: str, *, mask: str | None = None, box: str | None = None, impulses: bool = False,
+            data: str | None = None, data_dir: str | None = None, split: str = "test", n: int = 12, seed: int = 0,
+            progress: bool = True) -> dict:
+    """``aezoo inpaint``: one image file (a run directory first, else the shipped model) with its holes
+    marked as :func:`hole_of` says, filled into the image file ``out``; the known pixels are kept exactly
+    (returns ``{"pictures": 1}``). With ``data``: the model's random holes in a split, its metrics returned
+    and a grid written to ``out``."""
+    from ..io import save_image
+
+    model, run_dir, inputs = open_restorer(inputs, True, bool(data))
+    if len(inputs) > 1:
+        raise UserError(f"inpaint takes one image file, got {len(inputs)}: {' '.join(inputs)}")
+    if bool(inputs) == bool(data):
+        raise UserError("give one image file to inpaint, or --data SPEC to inpaint a dataset split")
+    if inputs:
+        _one_mark(mask, box, impulses)
+    _image_file(out)
+    if data:
+        metrics, grid = restore_split(model, run_dir, model.corruption, data, data_dir, split, n, seed, progress)
+        save_image(out, grid)
+        return metrics
+    image = read_for(model, inputs[0])
+    save_image(out, to_pil(restore_image(model, image, hole_of(image, inputs[0], mask=mask, box=box,
+                                                               impulses=impulses))))
+    return {"pictures": 1}
