@@ -51,6 +51,19 @@ CASES = [
                   expand=2, likelihood="logistic_mixture", mixtures=2, bn_samples=20, kl_warmup=0), "image"),
     ("photo", dict(depth=3, width=4), "image"),
     ("photo", dict(depth=3, width=4, task="inpaint", batch_norm=False), "image"),
+    # your own networks (tests/user_nets.py, by import path): an autoencoder, a restorer, two multi-optimizer models
+    ("vae", dict(latent_dim=3, encoder="user_nets:Encoder", encoder_kwargs=dict(shape=[1, 8, 8], out=6),
+                 decoder="user_nets:Decoder", decoder_kwargs=dict(latent=3, shape=[1, 8, 8])), "image"),
+    ("dae", dict(arch="mlp", latent_dim=3, corruption="boxes:0.3", encoder="user_nets:Encoder",
+                 encoder_kwargs=dict(shape=[2, 8, 8], out=3), decoder="user_nets:Decoder",
+                 decoder_kwargs=dict(latent=3, shape=[1, 8, 8])), "image"),
+    ("vaegan", dict(latent_dim=3, encoder="user_nets:Encoder", encoder_kwargs=dict(shape=[1, 8, 8], out=6),
+                    decoder="user_nets:Decoder", decoder_kwargs=dict(latent=3, shape=[1, 8, 8]),
+                    discriminator="user_nets:Discriminator", discriminator_kwargs=dict(shape=[1, 8, 8])), "image"),
+    ("alae", dict(latent_dim=3, encoder="user_nets:Encoder", encoder_kwargs=dict(shape=[1, 8, 8], out=3),
+                  decoder="user_nets:Decoder", decoder_kwargs=dict(latent=3, shape=[1, 8, 8]),
+                  mapping="user_nets:Mapping", mapping_kwargs=dict(latent=3),
+                  discriminator="user_nets:Decoder", discriminator_kwargs=dict(latent=3, shape=[1])), "image"),
     ("pixelcnn", dict(num_codes=16, channels=8, layers=2), "codes"),
 ]
 IDS = [f"{name}-{i}-{kind}" for i, (name, _, kind) in enumerate(CASES)]
@@ -80,6 +93,11 @@ def make(case, data, seed=0):
     name, config, _ = case
     return aezoo.create(name, seed=seed, input_shape=list(data.shape), data_kind=data.kind,
                         vocabulary=list(data.meta.get("vocabulary", ())), **config)
+
+
+def load(run):
+    """A saved model; a case with your own networks imports them (tests/user_nets.py), so it is trusted."""
+    return aezoo.load(run, trust_code=True)
 
 
 def declared(model):
@@ -293,7 +311,7 @@ def test_a_non_finite_loss_in_any_optimizer_stops_the_run_and_resume_goes_on(cas
     monkeypatch.setattr(StepRunner, "backward", backward)
     res = aezoo.Trainer(make(case, data, seed=5), data, cfg, run).fit(resume=True)  # the last one's run
     assert res.step == len(data.train.x) // 32 and res.epoch == 1
-    assert all(torch.isfinite(v).all() for v in weights(aezoo.load(run)).values() if v.is_floating_point())
+    assert all(torch.isfinite(v).all() for v in weights(load(run)).values() if v.is_floating_point())
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -302,7 +320,7 @@ def test_save_load_round_trip(case, datasets, tmp_path):
     m = make(case, data).eval()
     m.prepare(data.train)
     aezoo.save(m, tmp_path / "run")
-    m2 = aezoo.load(tmp_path / "run")
+    m2 = load(tmp_path / "run")
     assert type(m2) is type(m) and m2.config == m.config
     x = data.test.x[:4]
     if isinstance(m, Prior):
@@ -318,10 +336,12 @@ def test_load_rejects_weights_of_another_config(case, datasets, tmp_path):
     aezoo.save(make(case, data), tmp_path / "a")
     key = next(k for k in ("latent_dim", "bits", "num_codes", "latent_channels", "width") if k in config)
     other = (name, dict(config, **{key: config[key] + 8}), kind)
+    if "encoder" in config:  # your own networks are built for their latent_dim: a wider encoder instead
+        other = (name, dict(config, encoder_kwargs=dict(config["encoder_kwargs"], width=24)), kind)
     aezoo.save(make(other, data), tmp_path / "b")
     (tmp_path / "b" / "model.safetensors").replace(tmp_path / "a" / "model.safetensors")
     with pytest.raises(UserError, match="do not match"):
-        aezoo.load(tmp_path / "a")
+        load(tmp_path / "a")
 
 
 def test_a_model_of_another_format_version_is_refused(tmp_path, datasets):

@@ -21,20 +21,27 @@ from .train import TrainConfig, Trainer
 def create(name: str, preset: str | None = None, seed: int | None = None, **overrides) -> Model:
     """A new model of the registered family ``name``; ``overrides`` set config fields by name. With
     ``seed``, the weights are initialised under that seed (the same seed gives the same weights) without
-    touching the global random stream."""
+    touching the global random stream. Your own networks for the family's parts (``encoder=``,
+    ``decoder=``, ...): an ``nn.Module``, its class, or an import path ``"module:Name"`` with
+    ``encoder_kwargs``; see :mod:`aezoo.models.parts`."""
+    from .models.parts import split_given
     from .rng import seeded
 
     cls = get_model_class(name)
+    given, overrides = split_given(cls, overrides)
     config = make_config(cls, preset, overrides)
     if seed is None:
-        return cls(config)
+        return cls(config, **given)
     with seeded(seed):
-        return cls(config)
+        return cls(config, **given)
 
 
-def load(run_dir: str, map_location: str = "cpu") -> Autoencoder:
-    """The model saved in ``run_dir`` (``config.json`` + ``model.safetensors``)."""
-    return load_model(run_dir, map_location)
+def load(run_dir: str, map_location: str = "cpu", trust_code: bool = False, **parts) -> Autoencoder:
+    """The model saved in ``run_dir`` (``config.json`` + ``model.safetensors``). A run whose config names
+    your own networks by import path loads only with ``trust_code=True`` (importing runs their module's
+    code); networks given as objects when the model was created are passed again as ``parts``
+    (``encoder=Encoder(...)``)."""
+    return load_model(run_dir, map_location, trust_code=trust_code, parts=parts)
 
 
 save = save_model

@@ -21,6 +21,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="where to look first for dataset files (also $AEZOO_DATA)")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--trust-code", action="store_true",
+                   help="a run that names your own networks (--set encoder=module:Name) may import them: this runs "
+                        "code from those modules; give it only for runs you trust")
 
 
 def _run_data_split(p: argparse.ArgumentParser, split: bool = True) -> None:
@@ -549,8 +552,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .errors import UserError
 
+    from .models.parts import trusting_code
+
     try:
-        return args.func(args) or 0
+        with trusting_code(getattr(args, "trust_code", False)):
+            return args.func(args) or 0
     except UserError as e:
         if args.debug:
             raise

@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..eval.metrics import evaluate
 from ..io import cannot_write, check_output_dir, one_writer, read_json, save_image, write_json
 from ..models.base import Autoencoder, Model, Prior, make_config
+from ..models.parts import check_trust
 from ..rng import seeded
 from ..registry import get as get_model_class
 from ..report import reconstruction_grid
@@ -103,7 +104,9 @@ def _prepare(model_name, data_spec, out_dir: Path, preset, model_overrides, trai
         cfg = _apply_train(cfg, {k: v for k, v in (train_overrides or {}).items() if k in allowed}, train_sets)
         dataset = dataset or data_mod.load(data_spec, data_dir, progress)
         cls = get_model_class(meta["model"])
-        model = cls(from_dict(cls.Config, meta["model_config"], f"{meta['model']} config"))
+        config = from_dict(cls.Config, meta["model_config"], f"{meta['model']} config")
+        check_trust(cls, config, out_dir / "run.json")  # your own networks are imported only when trusted
+        model = cls(config)
         return cfg, model, dataset
     if owner and out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:

@@ -225,13 +225,17 @@ def lock_free_threads() -> None:
 
 
 INDEX_ENV = "AEZOO_SERVE_INDEX"  # how worker processes learn the index to load
+TRUST_ENV = "AEZOO_SERVE_TRUST_CODE"  # ... and whether its model may import your own networks (--trust-code)
 
 
 def app_from_env():
     """The app of the index named by $AEZOO_SERVE_INDEX: what each of several uvicorn workers builds."""
     import os
 
-    return create_app(os.environ[INDEX_ENV])
+    from ..models.parts import trusting_code
+
+    with trusting_code(os.environ.get(TRUST_ENV) == "1"):
+        return create_app(os.environ[INDEX_ENV])
 
 
 def serve(index_dir: str, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False, announce=None,
@@ -259,7 +263,10 @@ def serve(index_dir: str, host: str = "127.0.0.1", port: int = 8000, quiet: bool
         return
     import os
 
+    from ..models.parts import trusted
+
     os.environ[INDEX_ENV] = str(Path(index_dir).resolve())
+    os.environ[TRUST_ENV] = "1" if trusted() else "0"
     uvicorn.run("aezoo.apps.serve:app_from_env", factory=True, host=host, port=port, log_level=level,
                 workers=workers)
 

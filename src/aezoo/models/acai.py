@@ -27,7 +27,7 @@ initialisation for leaky ReLU 0.2 without its factor 2; biases zero.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,9 @@ from ..errors import UserError
 from ..losses import squared_error
 from ..outputs import Batch, Encoded
 from ..registry import register
+from . import parts
 from .base import Autoencoder, ModelConfig, Optim
+from .parts import Part
 
 
 @dataclass
@@ -48,6 +50,12 @@ class ACAIConfig(ModelConfig):
     advweight: float = 0.5  # lambda: weight of the critic's output on interpolants in the autoencoder's loss
     reg: float = 0.2  # gamma: how much of the item is blended into its reconstruction for the critic
     lr: float = 3e-4  # Adam, both networks (paper: 1e-4)
+    encoder: str | None = None  # your own networks by import path module:Name (None: the paper's); see PARTS
+    encoder_kwargs: dict = field(default_factory=dict)  # keyword arguments of its constructor
+    decoder: str | None = None
+    decoder_kwargs: dict = field(default_factory=dict)
+    critic: str | None = None
+    critic_kwargs: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         super().validate()
@@ -115,8 +123,14 @@ class Decoder(nn.Module):
 class ACAI(Autoencoder):
     Config = ACAIConfig
     PRESETS = {"berthelot2019": {"depth": 16, "scales": 4, "latent_dim": 16, "advweight": 0.5, "reg": 0.2, "lr": 1e-4}}
+    PARTS = {"encoder": Part("x in [-1, 1] -> the code, a (latent_dim, H / 2^scales, W / 2^scales) map (rounded up)",
+                             takes=lambda m: m.config.input_shape, gives=lambda m: m.code_shape),
+             "decoder": Part("code -> an item in [-1, 1] (linear output)", takes=lambda m: m.code_shape,
+                             gives=lambda m: m.config.input_shape),
+             "critic": Part("x in [-1, 1] -> any (B, ...) whose mean per item is the predicted mixing coefficient",
+                            takes=lambda m: m.config.input_shape, gives=lambda m: None)}
 
-    def __init__(self, config: ACAIConfig):
+    def __init__(self, config: ACAIConfig, **given):
         super().__init__(config)
         c = config
         ch, h, w = c.input_shape
@@ -124,10 +138,15 @@ class ACAI(Autoencoder):
         for _ in range(c.scales):
             h, w = -(-h // 2), -(-w // 2)
             sizes.append((h, w))
-        self.encoder = Encoder(ch, c.depth, c.scales, c.latent_dim)
-        self.decoder = Decoder(ch, c.depth, c.scales, c.latent_dim, list(reversed(sizes[:-1])))
-        self.critic = Encoder(ch, c.depth, c.scales, c.latent_dim)
-        for conv in self.modules():  # the authors' "He modified normal" of slope 0.2, zero biases
+        self.code_shape = (c.latent_dim, h, w)
+        own = [Encoder(ch, c.depth, c.scales, c.latent_dim),
+               Decoder(ch, c.depth, c.scales, c.latent_dim, list(reversed(sizes[:-1]))),
+               Encoder(ch, c.depth, c.scales, c.latent_dim)]
+        self.encoder = parts.build(self, "encoder", given, lambda: own[0])
+        self.decoder = parts.build(self, "decoder", given, lambda: own[1])
+        self.critic = parts.build(self, "critic", given, lambda: own[2])
+        own = [m for m in own if any(m is n for n in (self.encoder, self.decoder, self.critic))]
+        for conv in (m for net in own for m in net.modules()):  # the authors' "He modified normal" of slope 0.2, zero biases
             if isinstance(conv, nn.Conv2d):
                 fan_in = conv.weight[0].numel()
                 nn.init.normal_(conv.weight, std=(1.04 * fan_in) ** -0.5)
@@ -147,7 +166,7 @@ class ACAI(Autoencoder):
 
     def critique(self, x: torch.Tensor) -> torch.Tensor:
         """d(x) for x in [-1, 1]: the critic's map averaged to one number per item, (B,)."""
-        return self.critic(x).float().mean((1, 2, 3))
+        return self.critic(x).float().flatten(1).mean(1)
 
     # --- training: eq. 1 and 2, one forward pass, two routed losses ------------------------------------
     def training_step(self, batch: Batch, ctx) -> dict:

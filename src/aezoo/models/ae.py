@@ -24,7 +24,7 @@ rather than a vector (for restoration, where no bottleneck vector is wanted).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -35,7 +35,9 @@ from ..nn import ConvDecoder, ConvEncoder, mlp
 from ..nn.likelihood import Likelihood, make_likelihood, resolve_likelihood
 from ..outputs import Batch, Encoded, LossOutput
 from ..registry import register
+from . import parts
 from .base import Autoencoder, ModelConfig, StepContext
+from .parts import Part
 
 
 @dataclass
@@ -49,6 +51,10 @@ class AEConfig(ModelConfig):
     likelihood: Literal["auto", "bernoulli", "gaussian"] = "auto"  # auto: bernoulli for images, else gaussian
     refine_steps: int = 0  # inference only: Adam steps that improve each code through the decoder (0: off)
     refine_lr: float = 0.002  # Adam step size of that refinement
+    encoder: str | None = None  # your own encoder, by import path module:Name (None: arch's); see PARTS
+    encoder_kwargs: dict = field(default_factory=dict)  # keyword arguments of its constructor
+    decoder: str | None = None  # your own decoder, by import path (None: arch's)
+    decoder_kwargs: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         super().validate()
@@ -60,6 +66,9 @@ class AEConfig(ModelConfig):
             raise UserError("widths and channels must be positive")
         if self.arch != "mlp" and (self.data_kind != "image" or len(self.input_shape) != 3):
             raise UserError(f"arch={self.arch} needs image data (C, H, W); use arch=mlp for vectors")
+        if (self.encoder or self.decoder) and self.arch not in ("mlp", "conv"):
+            raise UserError(f"your own encoder and decoder replace arch=mlp or conv's, whose code is a vector; "
+                            f"arch={self.arch}'s cannot be replaced: use arch=conv")
         resolve_likelihood(self)  # refuses a likelihood that does not fit the data
 
     @property
@@ -71,8 +80,13 @@ class AEConfig(ModelConfig):
 class AE(Autoencoder):
     Config = AEConfig
     PRESETS = {"hinton2006": {"arch": "mlp", "widths": [1000, 500, 250], "latent_dim": 30, "likelihood": "bernoulli"}}
+    PARTS = {"encoder": Part("x -> the code", takes=lambda m: m.encoder_input_shape(),
+                             gives=lambda m: (m.config.latent_dim,)),
+             "decoder": Part("code -> logits (bernoulli) or means (gaussian) of each value",
+                             takes=lambda m: (m.config.latent_dim,),
+                             gives=lambda m: m.likelihood.out_shape(tuple(m.config.input_shape)), any_layout=True)}
 
-    def __init__(self, config: AEConfig):
+    def __init__(self, config: AEConfig, **given):
         super().__init__(config)
         c = config
         in_shape = self.encoder_input_shape()
@@ -80,14 +94,17 @@ class AE(Autoencoder):
         out_shape = self.likelihood.out_shape(tuple(c.input_shape))  # what the decoder emits per item
         d = math.prod(out_shape)
         if c.arch == "mlp":
-            self.encoder = mlp([math.prod(in_shape), *c.widths, c.latent_dim], c.activation, norm=c.norm)
-            self.decoder = mlp([c.latent_dim, *reversed(c.widths), d], c.activation, norm=c.norm)
+            self.encoder = parts.build(self, "encoder", given, lambda: mlp(
+                [math.prod(in_shape), *c.widths, c.latent_dim], c.activation, norm=c.norm, flat_input=True))
+            self.decoder = parts.build(self, "decoder", given, lambda: mlp(
+                [c.latent_dim, *reversed(c.widths), d], c.activation, norm=c.norm))
         elif c.arch in ("conv", "fullconv"):
             spatial = c.arch == "fullconv"
             enc = ConvEncoder(tuple(in_shape), tuple(c.channels), c.latent_dim, c.activation, c.norm, spatial)
-            self.encoder = enc
-            self.decoder = ConvDecoder(c.latent_dim, enc.feature_shape, tuple(c.channels), enc.sizes,
-                                       out_shape[0], c.activation, c.norm, spatial)
+            self.encoder = parts.build(self, "encoder", given, lambda: enc)  # its sizes shape the decoder
+            self.decoder = parts.build(self, "decoder", given, lambda: ConvDecoder(
+                c.latent_dim, enc.feature_shape, tuple(c.channels), enc.sizes, out_shape[0], c.activation, c.norm,
+                spatial))
 
     refines_codes = True
 
@@ -96,8 +113,7 @@ class AE(Autoencoder):
         return tuple(self.config.input_shape)
 
     def encode(self, x: torch.Tensor) -> Encoded:
-        h = x.flatten(1) if self.config.arch == "mlp" else x
-        z = self.encoder(h)  # (B, latent_dim), fullconv: (B, latent_dim, H/4, W/4)
+        z = self.encoder(x)  # (B, latent_dim), fullconv: (B, latent_dim, H/4, W/4)
         if self.config.refine_steps and not self.training:
             z = self.refine(x, z)
         return Encoded(z=z)
@@ -123,7 +139,7 @@ class AE(Autoencoder):
 
     def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
         """Raw decoder output (B, *likelihood.out_shape): logits (bernoulli) or means (gaussian)."""
-        return self.decoder(z).view(-1, *self.likelihood.out_shape(tuple(self.config.input_shape)))
+        return self.decoder(z).reshape(-1, *self.likelihood.out_shape(tuple(self.config.input_shape)))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.likelihood.mean(self.decoder_output(z))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -35,7 +35,10 @@ from ..losses import fake_nll, real_nll
 from ..nn.style import EqualConv2d, EqualLinear, StyleEncoderBlock, StyleLayer, lrelu, pixel_norm
 from ..outputs import Batch, Encoded
 from ..registry import register
+from ..nn.blocks import FlatInput
+from . import parts
 from .base import Autoencoder, ModelConfig, Optim
+from .parts import Part
 
 
 @dataclass
@@ -51,6 +54,14 @@ class ALAEConfig(ModelConfig):
     style_mixing: float = 0.9  # style: probability that a batch's styles switch to a second w at a random layer
     lr: float = 0.002  # Adam, beta1 = 0, beta2 = 0.99
     ema_half_life: float = 10_000.0  # items; encode/decode/sample use the moving average (0: the live weights)
+    encoder: str | None = None  # your own E, G, F, D by import path module:Name (None: arch's); see PARTS
+    encoder_kwargs: dict = field(default_factory=dict)  # keyword arguments of its constructor
+    decoder: str | None = None  # G
+    decoder_kwargs: dict = field(default_factory=dict)
+    mapping: str | None = None  # F
+    mapping_kwargs: dict = field(default_factory=dict)
+    discriminator: str | None = None  # D
+    discriminator_kwargs: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         super().validate()
@@ -61,6 +72,9 @@ class ALAEConfig(ModelConfig):
                 raise UserError("alae arch=style needs image data (C, H, W)")
             if not self.channels or min(self.channels) < 1:
                 raise UserError("alae channels must be positive, one per resolution from 4x4 up")
+            if self.encoder or self.decoder:
+                raise UserError("alae: your own encoder and decoder replace arch=mlp's (arch=style's generator takes "
+                                "one style per layer); use arch=mlp")
             if max(self.input_shape[1:]) > self.resolution:
                 raise UserError(f"input {tuple(self.input_shape)} is larger than arch=style's {self.resolution}x"
                                 f"{self.resolution} with {len(self.channels)} channels entries; add one")
@@ -153,23 +167,34 @@ class ALAE(Autoencoder):
                                               "r1_gamma": 10.0, "style_mixing": 0.9, "lr": 0.0015,
                                               "ema_half_life": 10_000.0}}
 
+    PARTS = {"encoder": Part("E: x (in [-1, 1] for images) -> w", takes=lambda m: m.config.input_shape,
+                             gives=lambda m: (m.config.latent_dim,)),
+             "decoder": Part("G: w -> an item (in [-1, 1] for images)", takes=lambda m: (m.config.latent_dim,),
+                             gives=lambda m: m.config.input_shape, any_layout=True),
+             "mapping": Part("F: z ~ N(0, I) -> w", takes=lambda m: (m.config.latent_dim,),
+                             gives=lambda m: (m.config.latent_dim,)),
+             "discriminator": Part("D: w -> one logit per item", takes=lambda m: (m.config.latent_dim,),
+                                   gives=lambda m: (1,))}
+
     can_sample = True
 
-    def __init__(self, config: ALAEConfig):
+    def __init__(self, config: ALAEConfig, **given):
         super().__init__(config)
         c = config
         d = c.latent_dim
-        self.mapping = Mapping(d, c.mapping_layers, c.mapping_lr_mul)
-        if c.arch == "mlp":
+        self.mapping = parts.build(self, "mapping", given, lambda: Mapping(d, c.mapping_layers, c.mapping_lr_mul))
+        if c.arch == "mlp":  # items in and out as they are, (B, *input_shape)
             n = math.prod(c.input_shape)
-            self.generator = _mlp([d, *c.widths, n], last_act=False)
-            self.encoder = _mlp([n, *c.widths[::-1], d])  # w passes a leaky ReLU, as F's output does
+            self.generator = parts.build(self, "decoder", given, lambda: _mlp([d, *c.widths, n], last_act=False))
+            # w passes a leaky ReLU, as F's output does
+            self.encoder = parts.build(self, "encoder", given, lambda: FlatInput(*_mlp([n, *c.widths[::-1], d])))
             self.styles = 1
         else:
             self.generator = StyleGenerator(tuple(c.channels), c.input_shape[0], d)
             self.encoder = StyleEncoder(tuple(c.channels), c.input_shape[0], d)
             self.styles = 2 * len(c.channels)
-        self.discriminator = _mlp([d] * c.dis_layers + [1], c.mapping_lr_mul, last_act=False)
+        self.discriminator = parts.build(self, "discriminator", given, lambda: _mlp(
+            [d] * c.dis_layers + [1], c.mapping_lr_mul, last_act=False))
         # the moving averages that encode, decode and sample (buffers of the state, not trained)
         self.ema = nn.ModuleDict({"mapping": copy.deepcopy(self.mapping), "generator": copy.deepcopy(self.generator),
                                   "encoder": copy.deepcopy(self.encoder)}).requires_grad_(False)
@@ -186,14 +211,14 @@ class ALAE(Autoencoder):
     # --- the networks, in data space [-1, 1] (images) ------------------------------------------------
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         if self.config.arch == "mlp":
-            return x.flatten(1)
+            return x
         r, (h, w) = self.config.resolution, x.shape[-2:]
         return F.pad(x, (0, r - w, 0, r - h))
 
     def _unpad(self, y: torch.Tensor) -> torch.Tensor:
         shape = self.config.input_shape
         if self.config.arch == "mlp":
-            return y.view(-1, *shape)
+            return y
         return y[..., : shape[1], : shape[2]]
 
     def _inside(self, x: torch.Tensor) -> torch.Tensor:
@@ -206,7 +231,7 @@ class ALAE(Autoencoder):
     def _generate(self, generator: nn.Module, w: torch.Tensor, w2: torch.Tensor | None = None) -> torch.Tensor:
         """G(w); with ``w2`` (style), the layers from a random crossover on take w2 (style mixing)."""
         if self.config.arch == "mlp":
-            return generator(w)
+            return generator(w).reshape(-1, *self.config.input_shape)
         styles = w[:, None].expand(-1, self.styles, -1)
         if w2 is not None:
             cut = int(torch.randint(1, self.styles, ()))

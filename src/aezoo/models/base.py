@@ -113,6 +113,7 @@ class Model(nn.Module):
     Config: ClassVar[type] = ModelConfig
     PRESETS: ClassVar[dict[str, dict]] = {}  # named sets of config overrides, e.g. a paper's settings
     TRAIN_DEFAULTS: ClassVar[dict] = {}  # TrainConfig fields the family trains with unless the user sets them
+    PARTS: ClassVar[dict] = {}  # networks a user may replace: name -> parts.Part (see aezoo.models.parts)
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -291,9 +292,13 @@ def check_format(found, path, what: str = "model", current: str = MODEL_FORMAT) 
     raise UserError(f"{path}: not an aezoo {what}")
 
 
-def load_model(directory: str | Path, map_location: str | torch.device = "cpu") -> Model:
-    """Rebuild a model saved by :func:`save_model`; no pickle is ever read."""
+def load_model(directory: str | Path, map_location: str | torch.device = "cpu", trust_code: bool | None = None,
+               parts: dict | None = None) -> Model:
+    """Rebuild a model saved by :func:`save_model`; no pickle is ever read. A config that names your own
+    networks by import path is imported only with ``trust_code`` (None: as :func:`parts.trusting_code`
+    says); ``parts``: networks given as objects (see :mod:`aezoo.models.parts`)."""
     from .. import registry
+    from . import parts as parts_mod
 
     directory = Path(directory)
     if not directory.is_dir():
@@ -303,7 +308,10 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
     if "model" not in meta or "config" not in meta:
         raise UserError(f"{directory / 'config.json'}: not an aezoo model config")
     cls = registry.get(meta["model"])
-    model = cls(from_dict(cls.Config, meta["config"], f"{meta['model']} config"))
+    config = from_dict(cls.Config, meta["config"], f"{meta['model']} config")
+    given = parts_mod.given_at_load(cls, parts or {})
+    parts_mod.check_trust(cls, config, directory / "config.json", trust_code, given)
+    model = cls(config, **given)
     weights = directory / "model.safetensors"
     if not weights.is_file():
         raise UserError(f"{weights}: missing; the run has no saved model yet (did training finish?)")

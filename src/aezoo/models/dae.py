@@ -66,8 +66,8 @@ class DAE(AE, Restorer):
     PRESETS = {"inpaint": {"corruption": "boxes:0.25", "arch": "conv", "channels": [32, 64], "latent_dim": 128},
                "vincent2008": {"corruption": "masking:0.25", "arch": "mlp", "widths": [1000], "latent_dim": 1000}}
 
-    def __init__(self, config: DAEConfig):
-        super().__init__(config)
+    def __init__(self, config: DAEConfig, **given):
+        super().__init__(config, **given)
         c = config
         if c.arch == "skip":
             out_channels = self.likelihood.out_shape(tuple(c.input_shape))[0]

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -44,7 +44,9 @@ from ..nn import ConvDecoder, ConvEncoder, mlp
 from ..nn.likelihood import Likelihood, make_likelihood, resolve_likelihood
 from ..outputs import Batch, Encoded, LossOutput
 from ..registry import register
+from . import parts
 from .base import Autoencoder, ModelConfig, StepContext
+from .parts import Part
 
 
 @dataclass
@@ -64,6 +66,10 @@ class HashConfig(ModelConfig):
     neighbours: int | None = None  # each item also reconstructs one of its k nearest neighbours; None: 10 for text, else 0
     neighbour_dims: int = 32  # neighbours are found by cosine similarity after PCA to this many dimensions
     neighbour_weight: float = 1.0  # weight of the neighbour's reconstruction in the loss
+    encoder: str | None = None  # your own encoder, by import path module:Name (None: arch's); see PARTS
+    encoder_kwargs: dict = field(default_factory=dict)  # keyword arguments of its constructor
+    decoder: str | None = None  # your own decoder, by import path (None: arch's)
+    decoder_kwargs: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         super().validate()
@@ -128,8 +134,13 @@ class SemanticHash(Autoencoder):
     PRESETS = {"salakhutdinov2009": {"arch": "mlp", "widths": [500, 500], "decoder_widths": None, "bits": 128,
                                      "noise_std": 4.0, "text_input": "counts", "neighbours": 0}}
     TFIDF_NORM = 10.0  # length of a TF-IDF input vector (unit length gave constant bits: BENCHMARKS.md)
+    PARTS = {"encoder": Part("x (text: its TF-IDF vector or log counts) -> the code logits, bit i is 1 where above 0",
+                             takes=lambda m: m.config.input_shape, gives=lambda m: (m.config.bits,)),
+             "decoder": Part("code in (0, 1) -> the likelihood's parameters of each value (logits for bernoulli, "
+                             "means for gaussian, word logits for multinomial)", takes=lambda m: (m.config.bits,),
+                             gives=lambda m: m.out_shape, any_layout=True)}
 
-    def __init__(self, config: HashConfig):
+    def __init__(self, config: HashConfig, **given):
         super().__init__(config)
         c = config
         d = math.prod(c.input_shape)
@@ -137,14 +148,16 @@ class SemanticHash(Autoencoder):
         self.out_shape = self.likelihood.out_shape(tuple(c.input_shape))  # what the decoder emits per item
         if c.arch == "mlp":
             widths = c.resolved_widths
-            self.encoder = mlp([d, *widths, c.bits], c.activation, norm=c.norm)
+            self.encoder = parts.build(self, "encoder", given, lambda: mlp(
+                [d, *widths, c.bits], c.activation, norm=c.norm, flat_input=True))
             dec = tuple(reversed(widths)) if c.decoder_widths is None else tuple(c.decoder_widths)
-            self.decoder = mlp([c.bits, *dec, math.prod(self.out_shape)], c.activation, norm=c.norm)
+            self.decoder = parts.build(self, "decoder", given, lambda: mlp(
+                [c.bits, *dec, math.prod(self.out_shape)], c.activation, norm=c.norm))
         else:
             enc = ConvEncoder(tuple(c.input_shape), tuple(c.channels), c.bits, c.activation, c.norm)
-            self.encoder = enc
-            self.decoder = ConvDecoder(c.bits, enc.feature_shape, tuple(c.channels), enc.sizes,
-                                       self.out_shape[0], c.activation, c.norm)
+            self.encoder = parts.build(self, "encoder", given, lambda: enc)  # its sizes shape the decoder
+            self.decoder = parts.build(self, "decoder", given, lambda: ConvDecoder(
+                c.bits, enc.feature_shape, tuple(c.channels), enc.sizes, self.out_shape[0], c.activation, c.norm))
 
         if c.balance:
             self.code_norm = Whitening(c.bits) if c.resolved_whiten else nn.BatchNorm1d(c.bits, affine=False)
@@ -169,19 +182,19 @@ class SemanticHash(Autoencoder):
         k = c.resolved_neighbours
         self._neighbours, self._train_x = None, None
         if k and c.neighbour_weight > 0:
-            feats = torch.cat([self.input_features(train.x[i : i + 4096].to(self.device)).cpu()
+            feats = torch.cat([self.input_features(train.x[i : i + 4096].to(self.device)).flatten(1).cpu()
                                for i in range(0, len(train), 4096)])
             self._neighbours = torch.from_numpy(nearest_neighbours(feats.numpy(), k, c.neighbour_dims))
             self._train_x = train.x
 
     def input_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, D): what the encoder reads (and, for TF-IDF text, what the decoder reconstructs)."""
+        """(N, *input_shape): what the encoder reads (and, for TF-IDF text, what the decoder reconstructs)."""
         c = self.config
         if c.data_kind == "text":
             if c.text_input == "counts":
                 return torch.log1p(x)
             return F.normalize(x * self.idf, dim=-1) * self.TFIDF_NORM
-        return x.flatten(1) if c.arch == "mlp" else x
+        return x  # items as they are (the MLP encoder flattens them)
 
     binary_codes = True
 
@@ -201,7 +214,7 @@ class SemanticHash(Autoencoder):
         return Encoded(z=(self.code_logits(x) > 0).float())
 
     def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z).view(-1, *self.out_shape)
+        return self.decoder(z).reshape(-1, *self.out_shape)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The reconstruction: pixels, values, or for text the words' proportions (expected counts of a

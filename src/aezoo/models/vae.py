@@ -19,7 +19,7 @@ decaying rates, to fit CPU budgets; a convolutional variant (``arch="conv"``) is
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -31,7 +31,9 @@ from ..nn.distributions import DiagonalGaussian, standard_normal_log_prob
 from ..nn.likelihood import Likelihood, make_likelihood, resolve_likelihood
 from ..outputs import Batch, Encoded, LossOutput
 from ..registry import register
+from . import parts
 from .base import Autoencoder, ModelConfig, StepContext
+from .parts import Part
 
 
 @dataclass
@@ -47,6 +49,10 @@ class VAEConfig(ModelConfig):
     beta: float = 1.0  # weight of the KL term (1: the true ELBO)
     kl_warmup_steps: int = 0  # steps over which the KL weight rises linearly from 0 to beta
     iw_samples: int = 1  # k > 1: train the IWAE bound with k samples
+    encoder: str | None = None  # your own encoder, by import path module:Name (None: arch's); see PARTS
+    encoder_kwargs: dict = field(default_factory=dict)  # keyword arguments of its constructor
+    decoder: str | None = None  # your own decoder, by import path (None: arch's)
+    decoder_kwargs: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         super().validate()
@@ -66,21 +72,28 @@ class VAE(Autoencoder):
     Config = VAEConfig
     PRESETS = {"iwae": {"widths": [200, 200], "latent_dim": 50, "activation": "tanh", "iw_samples": 50},
                "kingma2014": {"widths": [500], "latent_dim": 20, "activation": "tanh"}}
+    PARTS = {"encoder": Part("x -> the mean and log-variance of q(z|x), latent_dim each, concatenated",
+                             takes=lambda m: m.config.input_shape, gives=lambda m: (2 * m.config.latent_dim,)),
+             "decoder": Part("z -> the parameters of p(x|z): logits (bernoulli), means (gaussian), or means then "
+                             "log-scales (logistic)", takes=lambda m: (m.config.latent_dim,),
+                             gives=lambda m: m.out_shape, any_layout=True)}
 
-    def __init__(self, config: VAEConfig):
+    def __init__(self, config: VAEConfig, **given):
         super().__init__(config)
         c = config
         shape = tuple(c.input_shape)
         # what the decoder emits per item: 2 values per data value for the logistic (mean, log-scale), else 1
         self.out_shape = make_likelihood(c.resolved_likelihood).out_shape(shape)
         if c.arch == "mlp":
-            self.encoder = mlp([math.prod(shape), *c.widths, 2 * c.latent_dim], c.activation)
-            self.decoder = mlp([c.latent_dim, *reversed(c.widths), math.prod(self.out_shape)], c.activation)
+            self.encoder = parts.build(self, "encoder", given, lambda: mlp(
+                [math.prod(shape), *c.widths, 2 * c.latent_dim], c.activation, flat_input=True))
+            self.decoder = parts.build(self, "decoder", given, lambda: mlp(
+                [c.latent_dim, *reversed(c.widths), math.prod(self.out_shape)], c.activation))
         else:
-            enc = ConvEncoder(shape, tuple(c.channels), 2 * c.latent_dim, c.activation)
-            self.encoder = enc
-            self.decoder = ConvDecoder(c.latent_dim, enc.feature_shape, tuple(c.channels), enc.sizes,
-                                       self.out_shape[0], c.activation)
+            enc = ConvEncoder(shape, tuple(c.channels), 2 * c.latent_dim, c.activation)  # its sizes shape the decoder
+            self.encoder = parts.build(self, "encoder", given, lambda: enc)
+            self.decoder = parts.build(self, "decoder", given, lambda: ConvDecoder(
+                c.latent_dim, enc.feature_shape, tuple(c.channels), enc.sizes, self.out_shape[0], c.activation))
         if c.resolved_likelihood == "gaussian" and c.learned_variance:
             self.log_var = nn.Parameter(torch.full(shape, float(c.gaussian_logvar)))
         else:
@@ -100,7 +113,7 @@ class VAE(Autoencoder):
 
     # --- the model ----------------------------------------------------------------------------------
     def posterior(self, x: torch.Tensor) -> DiagonalGaussian:
-        h = self.encoder(x.flatten(1) if self.config.arch == "mlp" else x)
+        h = self.encoder(x)  # (B, 2 * latent_dim)
         mean, logvar = h.chunk(2, dim=-1)
         return DiagonalGaussian(mean, logvar)
 
@@ -110,7 +123,7 @@ class VAE(Autoencoder):
 
     def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
         """(N, *out_shape): the parameters of p(x|z) (z: (N, D))."""
-        return self.decoder(z).view(-1, *self.out_shape)
+        return self.decoder(z).reshape(-1, *self.out_shape)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The mean of p(x|z)."""

@@ -35,7 +35,7 @@ Frechet distances of samples and reconstructions instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -45,7 +45,9 @@ from ..losses import fake_nll, real_nll, squared_error
 from ..nn.distributions import DiagonalGaussian
 from ..outputs import Batch, Encoded
 from ..registry import register
+from . import parts
 from .base import Autoencoder, ModelConfig, Optim
+from .parts import Part
 
 
 @dataclass
@@ -64,6 +66,12 @@ class VAEGANConfig(ModelConfig):
     margin: float = 0.35  # ... and the margin around it; a negative margin turns the rule off
     lr: float = 3.906e-4  # RMSprop, all three networks (0.025 / batch 64 in the authors' code)
     weight_decay: float = 3.125e-7  # of convolution and affine weights: 2 x 1e-5 / 64, the authors' decay of summed losses
+    encoder: str | None = None  # your own networks by import path module:Name (None: the ones above); see PARTS
+    encoder_kwargs: dict = field(default_factory=dict)  # keyword arguments of its constructor
+    decoder: str | None = None
+    decoder_kwargs: dict = field(default_factory=dict)
+    discriminator: str | None = None
+    discriminator_kwargs: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         super().validate()
@@ -141,8 +149,15 @@ class VAEGAN(Autoencoder):
                               "dis_hidden": 512, "feature_layer": 3, "gamma": 1e-5, "real_weight": 0.5,
                               "gan_on_recon": False, "equilibrium": 0.68, "margin": 0.35, "lr": 3.906e-4,
                               "weight_decay": 3.125e-7}}
+    PARTS = {"encoder": Part("x in [-1, 1] -> the mean and log-variance of q(z|x), latent_dim each, concatenated",
+                             takes=lambda m: m.config.input_shape, gives=lambda m: (2 * m.config.latent_dim,)),
+             "decoder": Part("z -> an item before the tanh that maps it to [-1, 1]",
+                             takes=lambda m: (m.config.latent_dim,), gives=lambda m: m.config.input_shape),
+             "discriminator": Part("x in [-1, 1] -> logits (B,); and features(x) -> Dis_l(x) (B, F), the layer whose "
+                                   "distance measures reconstruction", takes=lambda m: m.config.input_shape,
+                                   gives=lambda m: (), also=(("features", lambda m: (None,)),))}
 
-    def __init__(self, config: VAEGANConfig):
+    def __init__(self, config: VAEGANConfig, **given):
         super().__init__(config)
         c = config
         shape = tuple(c.input_shape)
@@ -151,16 +166,21 @@ class VAEGAN(Autoencoder):
         for conv in convs:
             layers += [conv, nn.BatchNorm2d(conv.out_channels), nn.ReLU()]
         h, w = sizes[-1]
-        self.encoder = nn.Sequential(*layers, nn.Flatten(), nn.Linear(ch * h * w, c.hidden), nn.BatchNorm1d(c.hidden),
-                                     nn.ReLU(), nn.Linear(c.hidden, 2 * c.latent_dim))
-        self.start = (ch, h, w)  # the decoder starts from the encoder's last feature map shape
-        self.decoder_input = nn.Sequential(nn.Linear(c.latent_dim, ch * h * w), nn.BatchNorm1d(ch * h * w), nn.ReLU())
-        self.up_sizes = list(reversed(sizes[:-1]))  # the decoder undoes the encoder's sizes exactly
-        chans = [ch, *c.decoder_channels]
-        self.ups = nn.ModuleList(nn.ConvTranspose2d(a, b, 5, stride=2, padding=2) for a, b in zip(chans[:-1], chans[1:]))
-        self.up_norms = nn.ModuleList(nn.BatchNorm2d(b) for b in chans[1:])
-        self.to_image = nn.Conv2d(chans[-1], shape[0], 5, padding=2)
-        self.discriminator = Discriminator(shape, c.dis_channels, c.dis_hidden, c.feature_layer)
+        self.encoder = parts.build(self, "encoder", given, lambda: nn.Sequential(
+            *layers, nn.Flatten(), nn.Linear(ch * h * w, c.hidden), nn.BatchNorm1d(c.hidden), nn.ReLU(),
+            nn.Linear(c.hidden, 2 * c.latent_dim)))
+        self.decoder = parts.build(self, "decoder", given, lambda: None)  # None: the layers below
+        if self.decoder is None:
+            self.start = (ch, h, w)  # the decoder starts from the encoder's last feature map shape
+            self.decoder_input = nn.Sequential(nn.Linear(c.latent_dim, ch * h * w), nn.BatchNorm1d(ch * h * w), nn.ReLU())
+            self.up_sizes = list(reversed(sizes[:-1]))  # the decoder undoes the encoder's sizes exactly
+            chans = [ch, *c.decoder_channels]
+            self.ups = nn.ModuleList(nn.ConvTranspose2d(a, b, 5, stride=2, padding=2)
+                                     for a, b in zip(chans[:-1], chans[1:]))
+            self.up_norms = nn.ModuleList(nn.BatchNorm2d(b) for b in chans[1:])
+            self.to_image = nn.Conv2d(chans[-1], shape[0], 5, padding=2)
+        self.discriminator = parts.build(self, "discriminator", given, lambda: Discriminator(
+            shape, c.dis_channels, c.dis_hidden, c.feature_layer))
 
     can_sample = True
 
@@ -171,7 +191,7 @@ class VAEGAN(Autoencoder):
     def optimizers(self) -> dict[str, Optim]:
         c = self.config
 
-        latent_heads = self.encoder[-1].weight
+        latent_heads = self.encoder[-1].weight if c.encoder is None else None  # yours: every matrix decays
 
         def rmsprop(modules):
             # the authors decay convolution and affine weights only: not biases, batch norms or the latent heads
@@ -181,7 +201,8 @@ class VAEGAN(Autoencoder):
             return Optim([{"params": decayed, "weight_decay": c.weight_decay}, {"params": rest, "weight_decay": 0.0}],
                          kind="rmsprop", lr=c.lr, alpha=0.9)
 
-        decoder = [self.decoder_input, self.ups, self.up_norms, self.to_image]
+        decoder = [self.decoder] if self.decoder is not None else [self.decoder_input, self.ups, self.up_norms,
+                                                                   self.to_image]
         return {"encoder": rmsprop([self.encoder]), "decoder": rmsprop(decoder),
                 "discriminator": rmsprop([self.discriminator])}
 
@@ -196,6 +217,8 @@ class VAEGAN(Autoencoder):
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """Dec(z) in [-1, 1]: (N, C, H, W)."""
+        if self.decoder is not None:  # your own
+            return torch.tanh(self.decoder(z))
         h = self.decoder_input(z).view(-1, *self.start)
         for up, norm, size in zip(self.ups, self.up_norms, self.up_sizes):
             h = torch.relu(norm(up(h, output_size=size)))

@@ -20,7 +20,7 @@ variance, as the paper) or, on request, Bernoulli cross-entropy, each averaged o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -32,7 +32,9 @@ from ..nn.likelihood import Likelihood, make_likelihood, resolve_likelihood
 from ..nn.quantize import VectorQuantizer
 from ..outputs import Batch, Encoded, LossOutput
 from ..registry import register
+from . import parts
 from .base import Autoencoder, ModelConfig, StepContext
+from .parts import Part
 
 PRIOR_DIR = "prior"  # in a VQ-VAE run: a copy of its PixelCNN prior (config.json, model.safetensors)
 
@@ -48,6 +50,10 @@ class VQVAEConfig(ModelConfig):
     decay: float = 0.99  # EMA decay (paper: 0.99)
     dead_threshold: float = 1.0  # restart codes assigned fewer vectors per batch than this (decayed count)
     likelihood: Literal["gaussian", "bernoulli"] = "gaussian"  # gaussian: mean squared error
+    encoder: str | None = None  # your own encoder, by import path module:Name (None: the paper's); see PARTS
+    encoder_kwargs: dict = field(default_factory=dict)  # keyword arguments of its constructor
+    decoder: str | None = None  # your own decoder, by import path (None: the paper's)
+    decoder_kwargs: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         super().validate()
@@ -82,22 +88,27 @@ class ResBlock(nn.Module):
 class VQVAE(Autoencoder):
     Config = VQVAEConfig
     PRESETS = {"oord2017": {"hidden": 256, "num_codes": 512, "code_dim": 64, "beta": 0.25, "ema": True, "decay": 0.99}}
+    PARTS = {"encoder": Part("x -> a grid of vectors, each snapped to the nearest code",
+                             takes=lambda m: m.config.input_shape, gives=lambda m: (m.config.code_dim, *m.config.grid)),
+             "decoder": Part("the snapped grid -> logits (bernoulli) or means (gaussian) of each value",
+                             takes=lambda m: (m.config.code_dim, *m.config.grid),
+                             gives=lambda m: m.likelihood.out_shape(tuple(m.config.input_shape)))}
 
-    def __init__(self, config: VQVAEConfig):
+    def __init__(self, config: VQVAEConfig, **given):
         super().__init__(config)
         c = config
         hd = c.hidden
         self.likelihood: Likelihood = make_likelihood(resolve_likelihood(c))
         out_ch = self.likelihood.out_shape(tuple(c.input_shape))[0]  # decoder outputs: one per input channel
-        self.encoder = nn.Sequential(
+        self.encoder = parts.build(self, "encoder", given, lambda: nn.Sequential(
             nn.Conv2d(c.input_shape[0], hd // 2, 4, 2, 1), nn.ReLU(), nn.Conv2d(hd // 2, hd, 4, 2, 1), nn.ReLU(),
             nn.Conv2d(hd, hd, 3, padding=1), *[ResBlock(hd) for _ in range(c.res_blocks)], nn.ReLU(),
-            nn.Conv2d(hd, c.code_dim, 1))
+            nn.Conv2d(hd, c.code_dim, 1)))
         self.quantizer = VectorQuantizer(c.num_codes, c.code_dim, c.beta, c.ema, c.decay,
                                          dead_threshold=c.dead_threshold)
-        self.decoder = nn.Sequential(
+        self.decoder = parts.build(self, "decoder", given, lambda: nn.Sequential(
             nn.Conv2d(c.code_dim, hd, 3, padding=1), *[ResBlock(hd) for _ in range(c.res_blocks)], nn.ReLU(),
-            nn.ConvTranspose2d(hd, hd // 2, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(hd // 2, out_ch, 4, 2, 1))
+            nn.ConvTranspose2d(hd, hd // 2, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(hd // 2, out_ch, 4, 2, 1)))
         self._prior = []  # [(pixelcnn, prior_dir)] once attached; a list keeps it out of the state dict
 
     discrete_codes = True

@@ -32,15 +32,25 @@ def _norm(kind: str, width: int, conv: bool = False) -> list[nn.Module]:
     raise UserError(f"unknown norm {kind!r}; choose one of {', '.join(NORMS)}")
 
 
-def mlp(sizes: list[int], act: str = "relu", final_act: bool = False, norm: str = "none") -> nn.Sequential:
+class FlatInput(nn.Sequential):
+    """An ``nn.Sequential`` that first flattens each item, (B, *shape) -> (B, prod(shape)); its weights are
+    named as a plain Sequential's. An MLP encoder then takes items as they are, as a user's encoder does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.flatten(1))
+
+
+def mlp(sizes: list[int], act: str = "relu", final_act: bool = False, norm: str = "none",
+        flat_input: bool = False) -> nn.Sequential:
     """Linear layers ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``; between each pair (and after the last
-    one when ``final_act``) an optional normalisation, then the activation."""
+    one when ``final_act``) an optional normalisation, then the activation. ``flat_input``: it takes items
+    of any shape and flattens them (:class:`FlatInput`)."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2 or final_act:
             layers += _norm(norm, b) + [activation(act)]
-    return nn.Sequential(*layers)
+    return FlatInput(*layers) if flat_input else nn.Sequential(*layers)
 
 
 class ConvEncoder(nn.Module):
