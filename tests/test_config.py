@@ -60,3 +60,41 @@ def test_a_config_is_validated_after_its_preset_and_overrides():
     # a preset's value can be overridden before the check: inpaint (boxes) then gaussian noise on vectors
     m = build("dae", vectors, "inpaint", ["arch=mlp", "corruption=gaussian:0.1"])
     assert m.config.latent_dim == 128 and m.config.arch == "mlp"
+
+
+def test_the_training_config_holds_the_one_learning_rate_and_earlier_saves_with_a_model_lr_still_load(tmp_path):
+    """lr left the model configs (acai, alae, vaegan, nvae): --lr / train.lr is the one knob; a family keeps
+    its paper's rate as its optimizers' default, a preset's own rate sits under its "train" key, and a
+    saved config.json or run of an earlier version that still has "lr" loads (a resume keeps that rate)."""
+    import json
+
+    import torch
+
+    from aezoo.apps.runs import train_run
+    from aezoo.models.base import preset_train
+    from aezoo.registry import get
+
+    tiny = dict(depth=4, scales=2, latent_dim=3)
+    with pytest.raises(UserError, match="unknown acai config key 'lr'"):
+        aezoo.create("acai", input_shape=(1, 8, 8), lr=1e-4, **tiny)
+    assert preset_train(get("acai"), "berthelot2019") == {"lr": 1e-4} and preset_train(get("acai"), None) == {}
+    assert "train" not in to_dict(aezoo.make_config(get("acai"), "berthelot2019"))
+    m = aezoo.create("acai", input_shape=(1, 8, 8), seed=0, **tiny)
+    aezoo.save(m, tmp_path / "model")
+    meta = json.loads((tmp_path / "model" / "config.json").read_text())
+    meta["config"]["lr"] = 1e-4  # as an earlier version wrote it
+    (tmp_path / "model" / "config.json").write_text(json.dumps(meta))
+    loaded = aezoo.load(tmp_path / "model")
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), loaded.state_dict().values()))
+    # a run: the preset's rate becomes train.lr; an earlier run's model lr is resumed as train.lr
+    out = tmp_path / "run"
+    train_run("acai", "digits?limit=64", str(out), preset="berthelot2019", model_overrides=["scales=2"],
+              train_overrides={"epochs": 1, "batch_size": 32}, progress=False, eval_options={"metrics": []})
+    run = json.loads((out / "run.json").read_text())
+    assert run["train"]["lr"] == 1e-4 and run["optimizers"]["critic"]["lr"] == 1e-4
+    run["train"]["lr"], run["model_config"]["lr"] = None, 2e-4
+    (out / "run.json").write_text(json.dumps(run))
+    train_run(None, None, str(out), resume=True, train_overrides={"epochs": 2}, progress=False,
+              eval_options={"metrics": []})
+    run = json.loads((out / "run.json").read_text())
+    assert run["train"]["lr"] == 2e-4 and run["optimizers"]["autoencoder"]["lr"] == 2e-4

@@ -19,7 +19,7 @@ from ..config import apply_overrides, from_dict, to_dict
 from ..errors import UserError
 from ..eval.metrics import evaluate
 from ..io import cannot_write, check_output_dir, one_writer, read_json, save_image, write_json
-from ..models.base import Autoencoder, Model, Prior, make_config
+from ..models.base import Autoencoder, Model, Prior, make_config, preset_train, read_config
 from ..models.parts import check_trust
 from ..rng import seeded
 from ..registry import get as get_model_class
@@ -102,9 +102,11 @@ def _prepare(model_name, data_spec, out_dir: Path, preset, model_overrides, trai
             raise UserError(f"a resumed run keeps its training config; --set train.{fixed[0]} cannot change (on "
                             f"resume only {', '.join(sorted(allowed - {'progress'}))} can)")
         cfg = _apply_train(cfg, {k: v for k, v in (train_overrides or {}).items() if k in allowed}, train_sets)
+        if cfg.lr is None and "lr" in meta["model_config"]:  # an earlier version kept the rate in the model config
+            cfg.lr = meta["model_config"]["lr"]
         dataset = dataset or data_mod.load(data_spec, data_dir, progress)
         cls = get_model_class(meta["model"])
-        config = from_dict(cls.Config, meta["model_config"], f"{meta['model']} config")
+        config = read_config(cls, meta["model_config"], f"{meta['model']} config")
         check_trust(cls, config, out_dir / "run.json")  # your own networks are imported only when trusted
         model = cls(config)
         return cfg, model, dataset
@@ -117,7 +119,8 @@ def _prepare(model_name, data_spec, out_dir: Path, preset, model_overrides, trai
     if not data_spec:
         raise UserError("--data is required")
     # the model family's training settings (its paper's schedule), then the user's
-    defaults = dict(getattr(get_model_class(model_name), "TRAIN_DEFAULTS", {}))
+    cls = get_model_class(model_name)
+    defaults = {**cls.TRAIN_DEFAULTS, **preset_train(cls, preset)}
     cfg = _apply_train(TrainConfig(), {**defaults, **{k: v for k, v in (train_overrides or {}).items()
                                                       if v is not None}}, train_sets)
     dataset = dataset or data_mod.load(data_spec, data_dir, progress)

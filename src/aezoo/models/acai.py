@@ -49,7 +49,6 @@ class ACAIConfig(ModelConfig):
     latent_dim: int = 16  # channels of the code
     advweight: float = 0.5  # lambda: weight of the critic's output on interpolants in the autoencoder's loss
     reg: float = 0.2  # gamma: how much of the item is blended into its reconstruction for the critic
-    lr: float = 3e-4  # Adam, both networks (paper: 1e-4)
     encoder: str | None = None  # your own networks by import path module:Name (None: the paper's); see PARTS
     encoder_kwargs: dict = field(default_factory=dict)  # keyword arguments of its constructor
     decoder: str | None = None
@@ -122,7 +121,9 @@ class Decoder(nn.Module):
 @register("acai")
 class ACAI(Autoencoder):
     Config = ACAIConfig
-    PRESETS = {"berthelot2019": {"depth": 16, "scales": 4, "latent_dim": 16, "advweight": 0.5, "reg": 0.2, "lr": 1e-4}}
+    PRESETS = {"berthelot2019": {"depth": 16, "scales": 4, "latent_dim": 16, "advweight": 0.5, "reg": 0.2,
+                                 "train": {"lr": 1e-4}}}
+    LR = 3e-4  # Adam, both networks (paper: 1e-4, preset berthelot2019); train.lr (--lr) replaces it
     PARTS = {"encoder": Part("x in [-1, 1] -> the code, a (latent_dim, H / 2^scales, W / 2^scales) map (rounded up)",
                              takes=lambda m: m.config.input_shape, gives=lambda m: m.code_shape),
              "decoder": Part("code -> an item in [-1, 1] (linear output)", takes=lambda m: m.code_shape,
@@ -153,7 +154,7 @@ class ACAI(Autoencoder):
                 nn.init.zeros_(conv.bias)
 
     def optimizers(self) -> dict[str, Optim]:
-        lr = self.config.lr
+        lr = self.LR
         return {"autoencoder": Optim([*self.encoder.parameters(), *self.decoder.parameters()], kind="adam", lr=lr),
                 "critic": Optim(self.critic.parameters(), kind="adam", lr=lr)}
 

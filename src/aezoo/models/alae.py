@@ -52,7 +52,6 @@ class ALAEConfig(ModelConfig):
     mapping_lr_mul: float = 0.1  # learning-rate multiplier of F and D (authors' code: 0.1)
     r1_gamma: float = 10.0  # R1 penalty on real items in update 1
     style_mixing: float = 0.9  # style: probability that a batch's styles switch to a second w at a random layer
-    lr: float = 0.002  # Adam, beta1 = 0, beta2 = 0.99
     ema_half_life: float = 10_000.0  # items; encode/decode/sample use the moving average (0: the live weights)
     encoder: str | None = None  # your own E, G, F, D by import path module:Name (None: arch's); see PARTS
     encoder_kwargs: dict = field(default_factory=dict)  # keyword arguments of its constructor
@@ -82,9 +81,9 @@ class ALAEConfig(ModelConfig):
             raise UserError("alae needs image or vector data")
         if min(self.latent_dim, self.mapping_layers, self.dis_layers, *self.widths) < 1:
             raise UserError("alae latent_dim, widths, mapping_layers and dis_layers must be positive")
-        if not (self.mapping_lr_mul > 0 and self.r1_gamma >= 0 and 0 <= self.style_mixing <= 1 and self.lr > 0
+        if not (self.mapping_lr_mul > 0 and self.r1_gamma >= 0 and 0 <= self.style_mixing <= 1
                 and self.ema_half_life >= 0):
-            raise UserError("alae mapping_lr_mul and lr must be positive, r1_gamma and ema_half_life not negative, "
+            raise UserError("alae mapping_lr_mul must be positive, r1_gamma and ema_half_life not negative, "
                             "style_mixing in [0, 1]")
 
     @property
@@ -159,13 +158,14 @@ class ALAE(Autoencoder):
     Config = ALAEConfig
     TRAIN_DEFAULTS = {"batch_size": 128}  # the authors' MNIST configurations (configs/mnist_fc.yaml, mnist.yaml)
     PRESETS = {"pidhorskyi2020-mnist": {"arch": "mlp", "latent_dim": 50, "widths": [1024, 1024], "mapping_layers": 6,
-                                        "dis_layers": 3, "mapping_lr_mul": 0.1, "r1_gamma": 10.0, "lr": 0.002,
+                                        "dis_layers": 3, "mapping_lr_mul": 0.1, "r1_gamma": 10.0,
                                         "ema_half_life": 10_000.0},
                # the authors' StyleALAE MNIST configuration (configs/mnist.yaml), at full resolution from the start
                "pidhorskyi2020-mnist-style": {"arch": "style", "latent_dim": 32, "channels": [256, 256, 128, 64],
                                               "mapping_layers": 4, "dis_layers": 3, "mapping_lr_mul": 0.1,
-                                              "r1_gamma": 10.0, "style_mixing": 0.9, "lr": 0.0015,
-                                              "ema_half_life": 10_000.0}}
+                                              "r1_gamma": 10.0, "style_mixing": 0.9,
+                                              "ema_half_life": 10_000.0, "train": {"lr": 0.0015}}}
+    LR = 0.002  # Adam (beta1 0, beta2 0.99), both optimizers; train.lr (--lr) replaces it, F and D keep mapping_lr_mul
 
     PARTS = {"encoder": Part("E: x (in [-1, 1] for images) -> w", takes=lambda m: m.config.input_shape,
                              gives=lambda m: (m.config.latent_dim,)),
@@ -204,7 +204,7 @@ class ALAE(Autoencoder):
         c = self.config
 
         def adam(*modules):
-            return Optim([p for m in modules for p in m.parameters()], kind="adam", lr=c.lr, betas=(0.0, 0.99))
+            return Optim([p for m in modules for p in m.parameters()], kind="adam", lr=self.LR, betas=(0.0, 0.99))
 
         return {"encoder": adam(self.encoder, self.discriminator), "generator": adam(self.mapping, self.generator)}
 

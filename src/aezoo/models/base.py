@@ -251,11 +251,26 @@ def make_config(cls: type[Model], preset: str | None = None, overrides: dict | N
         if preset not in cls.PRESETS:
             known = ", ".join(sorted(cls.PRESETS)) or "none"
             raise UserError(f"model {cls.name!r} has no preset {preset!r} (presets: {known})")
-        values.update(cls.PRESETS[preset])
+        values.update({k: v for k, v in cls.PRESETS[preset].items() if k != "train"})  # train: see preset_train
     values.update(overrides or {})
     where = where or f"{cls.name} config"
     config = from_dict(cls.Config, json.loads(json.dumps(values)), where, validate=False)
     return apply_overrides(config, list(sets), where)
+
+
+def preset_train(cls: type[Model], preset: str | None) -> dict:
+    """The TrainConfig fields a preset sets under its ``"train"`` key (e.g. its paper's learning rate); they
+    apply where the family's TRAIN_DEFAULTS do, and the user's settings win."""
+    return dict(cls.PRESETS.get(preset, {}).get("train", {})) if preset else {}
+
+
+RETIRED = ("lr",)  # model config keys of earlier versions' saves, now the training config's (train.lr)
+
+
+def read_config(cls: type[Model], data: dict, where: str):
+    """A saved model config, validated; keys in RETIRED are left out (a resumed run takes its ``lr`` over
+    into train.lr, see apps.runs)."""
+    return from_dict(cls.Config, {k: v for k, v in data.items() if k not in RETIRED}, where)
 
 
 def save_model(model: Model, directory: str | Path, extra: dict | None = None) -> None:
@@ -308,7 +323,7 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu", 
     if "model" not in meta or "config" not in meta:
         raise UserError(f"{directory / 'config.json'}: not an aezoo model config")
     cls = registry.get(meta["model"])
-    config = from_dict(cls.Config, meta["config"], f"{meta['model']} config")
+    config = read_config(cls, meta["config"], f"{meta['model']} config")
     given = parts_mod.given_at_load(cls, parts or {})
     parts_mod.check_trust(cls, config, directory / "config.json", trust_code, given)
     model = cls(config, **given)
@@ -344,4 +359,4 @@ def load_state(model: nn.Module, state: dict, where) -> None:
 
 
 __all__ = ["ModelConfig", "Model", "Autoencoder", "Prior", "Restorer", "Optim", "StepContext", "LossStep", "save_model", "load_model",
-           "copy_model", "make_config", "check_format"]
+           "copy_model", "make_config", "check_format", "preset_train", "read_config"]

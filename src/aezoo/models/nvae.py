@@ -68,7 +68,6 @@ class NVAEConfig(ModelConfig):
     kl_min: float = 1e-4  # KL weight at step 0
     kl_balance: bool = True  # KL balancing across groups during the warm-up
     sr_lambda: float = 1e-2  # spectral regularisation weight (paper: 1e-2 for MNIST)
-    lr: float = 1e-2  # Adamax
     bn_samples: int = 500  # draws that re-estimate the decoder's batch norm before sampling (0: keep)
 
     def validate(self) -> None:
@@ -79,9 +78,9 @@ class NVAEConfig(ModelConfig):
                self.mixtures) < 1 or min(self.pre_blocks, self.pre_cells, self.cells_per_group) < 0:
             raise UserError("nvae's channels, scales, groups, latent_channels, expand and mixtures must be "
                             "positive; pre_blocks, pre_cells and cells_per_group not negative")
-        if not (0 <= self.kl_warmup <= 1 and 0 <= self.kl_min <= 1 and self.sr_lambda >= 0 and self.lr > 0
+        if not (0 <= self.kl_warmup <= 1 and 0 <= self.kl_min <= 1 and self.sr_lambda >= 0
                 and self.bn_samples >= 0):
-            raise UserError("kl_warmup and kl_min must be in [0, 1]; sr_lambda and bn_samples not negative; lr positive")
+            raise UserError("kl_warmup and kl_min must be in [0, 1]; sr_lambda and bn_samples not negative")
         resolve_likelihood(self)  # refuses a likelihood that does not fit the data
         if self.top_size < 1:
             raise UserError(f"input {tuple(self.input_shape)} is too small for {self.factor}x down-sampling")
@@ -129,9 +128,10 @@ def _head(c_in: int, c_out: int) -> nn.Module:
 @register("nvae")
 class NVAE(Autoencoder):
     Config = NVAEConfig
+    LR = 1e-2  # Adamax (paper); train.lr (--lr) replaces it
     PRESETS = {"vahdat2020-mnist": {"channels": 32, "pre_blocks": 2, "pre_cells": 2, "scales": 2, "expand": 6,
                                     "groups_per_scale": 5, "latent_channels": 20, "cells_per_group": 1,
-                                    "sr_lambda": 1e-2, "kl_warmup": 0.3, "lr": 1e-2}}
+                                    "sr_lambda": 1e-2, "kl_warmup": 0.3}}
     # The paper's optimisation: Adamax with a linear lr warm-up, then cosine decay (app. A)
     TRAIN_DEFAULTS = {"schedule": "cosine", "warmup_steps": 200, "min_lr_ratio": 0.01}
 
@@ -346,7 +346,7 @@ class NVAE(Autoencoder):
 
     # --- training ----------------------------------------------------------------------------------------
     def optimizers(self) -> dict[str, Optim]:
-        return {"main": Optim(self.parameters(), kind="adamax", lr=self.config.lr, eps=1e-3, weight_decay=3e-4)}
+        return {"main": Optim(self.parameters(), kind="adamax", lr=self.LR, eps=1e-3, weight_decay=3e-4)}
 
     def kl_weight(self, progress: float) -> float:
         """beta at ``progress`` (0 to 1) of the run: from ``kl_min`` up to 1 at ``kl_warmup``."""

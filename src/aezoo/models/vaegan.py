@@ -64,7 +64,6 @@ class VAEGANConfig(ModelConfig):
     gan_on_recon: bool = False  # the GAN also sees reconstructions x~ (the paper's Algorithm 1; off in the final code)
     equilibrium: float = 0.68  # the equilibrium rule: target of either GAN cost (about log 2)
     margin: float = 0.35  # ... and the margin around it; a negative margin turns the rule off
-    lr: float = 3.906e-4  # RMSprop, all three networks (0.025 / batch 64 in the authors' code)
     weight_decay: float = 3.125e-7  # of convolution and affine weights: 2 x 1e-5 / 64, the authors' decay of summed losses
     encoder: str | None = None  # your own networks by import path module:Name (None: the ones above); see PARTS
     encoder_kwargs: dict = field(default_factory=dict)  # keyword arguments of its constructor
@@ -144,10 +143,11 @@ class Discriminator(nn.Module):
 @register("vaegan")
 class VAEGAN(Autoencoder):
     Config = VAEGANConfig
+    LR = 3.906e-4  # RMSprop, all three networks (0.025 / batch 64 in the authors' code); train.lr (--lr) replaces it
     PRESETS = {"larsen2016": {"channels": [64, 128, 256], "hidden": 1024, "latent_dim": 256,
                               "decoder_channels": [192, 128, 32], "dis_channels": [32, 128, 192, 256],
                               "dis_hidden": 512, "feature_layer": 3, "gamma": 1e-5, "real_weight": 0.5,
-                              "gan_on_recon": False, "equilibrium": 0.68, "margin": 0.35, "lr": 3.906e-4,
+                              "gan_on_recon": False, "equilibrium": 0.68, "margin": 0.35,
                               "weight_decay": 3.125e-7}}
     PARTS = {"encoder": Part("x in [-1, 1] -> the mean and log-variance of q(z|x), latent_dim each, concatenated",
                              takes=lambda m: m.config.input_shape, gives=lambda m: (2 * m.config.latent_dim,)),
@@ -199,7 +199,7 @@ class VAEGAN(Autoencoder):
             decayed = [p for p in params if p.dim() > 1 and p is not latent_heads]
             rest = [p for p in params if not any(p is d for d in decayed)]
             return Optim([{"params": decayed, "weight_decay": c.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                         kind="rmsprop", lr=c.lr, alpha=0.9)
+                         kind="rmsprop", lr=self.LR, alpha=0.9)
 
         decoder = [self.decoder] if self.decoder is not None else [self.decoder_input, self.ups, self.up_norms,
                                                                    self.to_image]
