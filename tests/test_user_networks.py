@@ -4,6 +4,7 @@ objects from Python; checked at build time; imported from a saved run only when 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ NETS = {  # --set values of tiny user networks (tests/user_nets.py) per family
 @pytest.fixture(autouse=True)
 def _user_nets_importable(monkeypatch):
     # as a user's package would be: on the path of the aezoo processes the tests start
-    monkeypatch.setenv("PYTHONPATH", str(TESTS))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
 
 
 def sets(values: dict) -> list[str]:
@@ -121,9 +122,21 @@ def test_networks_given_as_objects_train_save_and_load_again_when_given_again(tm
     assert torch.equal(aezoo.load(tmp_path / "saved", trust_code=True)(x), by_class.eval()(x))
 
 
+class NoisyEncoder(Encoder):
+    """Batch norm (its running statistics move in train mode) and noise drawn in every forward pass."""
+
+    def __init__(self):
+        super().__init__(SHAPE, 6)
+        self.norm = torch.nn.BatchNorm1d(6)
+
+    def forward(self, x):
+        h = self.norm(super().forward(x))
+        return h + 0 * torch.randn_like(h)
+
+
 def test_the_dry_run_leaves_the_weights_and_random_streams_as_they_were():
     torch.manual_seed(5)
-    enc, dec = Encoder(SHAPE, 6), Decoder(3, SHAPE)
+    enc, dec = NoisyEncoder(), Decoder(3, SHAPE)
     before = {k: v.clone() for k, v in enc.state_dict().items()}
     state = torch.get_rng_state()
     enc.train()
