@@ -31,6 +31,8 @@ channels, 2 groups per scale, decoder cells expanding 3x and no residual cells i
 blocks (the full-resolution cells cost most of a CPU step), several times cheaper per step (BENCHMARKS.md). Guards against NaN (the official code's users
 report them, mostly from exploding KL in early training): soft clamping, fp32 densities, the spectral
 penalty, and a clamp of every log-variance (:class:`~aezoo.nn.distributions.DiagonalGaussian`).
+It takes no networks of yours (no ``PARTS``): its encoder and decoder are not two networks with a code
+between them, but cells interleaved group by group with the posterior and prior of every latent group.
 """
 
 from __future__ import annotations

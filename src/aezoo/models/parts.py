@@ -175,7 +175,7 @@ def _first_line(e: Exception) -> str:
     return lines[0] if lines else ""
 
 
-def _shape(dims, b: int) -> str:
+def _shape(dims) -> str:
     return "(" + ", ".join(["B", *("*" if d is None else str(d) for d in dims)]) + ")"
 
 
@@ -203,7 +203,7 @@ def check(model: nn.Module, name: str, net: nn.Module) -> None:
                 try:
                     y = getattr(net, method)(x)
                 except Exception as e:
-                    raise UserError(f"{label}: {call} failed on a dummy batch {_shape(takes, 2)}: {type(e).__name__}: "
+                    raise UserError(f"{label}: {call} failed on a dummy batch {_shape(takes)}: {type(e).__name__}: "
                                     f"{_first_line(e)}; {part.contract}") from None
                 _check_output(label, call, part, takes, y, want, any_layout)
     finally:
@@ -221,14 +221,14 @@ def _check_output(label, call, part, takes, y, want, any_layout) -> None:
     elif any_layout:
         if math.prod(got[1:]) == math.prod(want):
             return
-        wrong = f"returned {_shape(got[1:], 2)}: {math.prod(got[1:])} values per item"
+        wrong = f"returned {_shape(got[1:])}: {math.prod(got[1:])} values per item"
     elif len(got) == len(want) + 1 and all(w is None or w == g for w, g in zip(want, got[1:])):
         return
     else:
-        wrong = f"returned {_shape(got[1:], 2)}"
-    need = f"{math.prod(want)} values per item, e.g. {_shape(want, 2)}" if want is not None and any_layout else \
-        _shape(want, 2) if want is not None else "a tensor"
-    raise UserError(f"{label}: takes {_shape(takes, 2)} and must return {need} ({part.contract}); {call} {wrong}")
+        wrong = f"returned {_shape(got[1:])}"
+    need = f"{math.prod(want)} values per item, e.g. {_shape(want)}" if want is not None and any_layout else \
+        _shape(want) if want is not None else "a tensor"
+    raise UserError(f"{label}: takes {_shape(takes)} and must return {need} ({part.contract}); {call} {wrong}")
 
 
 __all__ = ["Part", "OBJECT", "build", "check", "check_trust", "split_given", "given_at_load", "trusting_code", "trusted", "names"]
