@@ -32,7 +32,7 @@ import torch
 from ..errors import UserError
 from ..losses import squared_error
 from ..nn import ConvDecoder, ConvEncoder, mlp
-from ..nn.likelihood import Likelihood, make_likelihood, resolve_likelihood
+from ..nn.likelihood import Likelihood, LikelihoodConfig, make_likelihood, resolve_likelihood
 from ..outputs import Batch, Encoded, LossOutput
 from ..registry import register
 from . import parts
@@ -41,7 +41,7 @@ from .parts import Part
 
 
 @dataclass
-class AEConfig(ModelConfig):
+class AEConfig(ModelConfig, LikelihoodConfig):
     arch: Literal["mlp", "conv", "fullconv"] = "mlp"  # conv, fullconv: image data; fullconv's code is a feature map
     widths: tuple[int, ...] = (1000, 500, 250)  # MLP hidden layers, encoder side; the decoder mirrors them
     channels: tuple[int, ...] = (32, 64)  # conv: channels of each stride-2 stage
@@ -70,10 +70,6 @@ class AEConfig(ModelConfig):
             raise UserError(f"your own encoder and decoder replace arch=mlp or conv's, whose code is a vector; "
                             f"arch={self.arch}'s cannot be replaced: use arch=conv")
         resolve_likelihood(self)  # refuses a likelihood that does not fit the data
-
-    @property
-    def resolved_likelihood(self) -> str:
-        return resolve_likelihood(self)
 
 
 @register("ae")

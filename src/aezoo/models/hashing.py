@@ -41,7 +41,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..nn import ConvDecoder, ConvEncoder, mlp
-from ..nn.likelihood import Likelihood, make_likelihood, resolve_likelihood
+from ..nn.likelihood import Likelihood, LikelihoodConfig, make_likelihood, resolve_likelihood
 from ..outputs import Batch, Encoded, LossOutput
 from ..registry import register
 from . import parts
@@ -50,7 +50,7 @@ from .parts import Part
 
 
 @dataclass
-class HashConfig(ModelConfig):
+class HashConfig(ModelConfig, LikelihoodConfig):
     bits: int = 32  # code length, 8 to 128
     arch: Literal["mlp", "conv"] = "mlp"  # conv: image data
     widths: tuple[int, ...] | None = None  # encoder hidden layers; None: (500, 500) as the paper, () for TF-IDF text
@@ -88,10 +88,6 @@ class HashConfig(ModelConfig):
         if self.neighbour_weight < 0:
             raise UserError("neighbour_weight must not be negative")
         resolve_likelihood(self, self.target_kind)  # refuses a likelihood that does not fit the data
-
-    @property
-    def resolved_likelihood(self) -> str:
-        return resolve_likelihood(self, self.target_kind)
 
     @property
     def target_kind(self) -> str:

@@ -47,7 +47,7 @@ from torch import nn
 from ..errors import UserError
 from ..nn.cells import DecoderCell, EncoderCell
 from ..nn.distributions import DiagonalGaussian, residual_normal, soft_clamp
-from ..nn.likelihood import Likelihood, make_likelihood, resolve_likelihood
+from ..nn.likelihood import Likelihood, LikelihoodConfig, make_likelihood, resolve_likelihood
 from ..nn.spectral import SpectralPenalty
 from ..outputs import Batch, Encoded, LossOutput
 from ..registry import register
@@ -55,7 +55,7 @@ from .base import Autoencoder, ModelConfig, Optim, StepContext
 
 
 @dataclass
-class NVAEConfig(ModelConfig):
+class NVAEConfig(ModelConfig, LikelihoodConfig):
     channels: int = 16  # after the stem; doubled by every down-sampling (paper MNIST: 32)
     pre_blocks: int = 2  # down-sampling pre-processing blocks (and up-sampling post-processing ones)
     pre_cells: int = 0  # residual cells per pre-/post-processing block (paper: 2)
@@ -86,10 +86,6 @@ class NVAEConfig(ModelConfig):
         resolve_likelihood(self)  # refuses a likelihood that does not fit the data
         if self.top_size < 1:
             raise UserError(f"input {tuple(self.input_shape)} is too small for {self.factor}x down-sampling")
-
-    @property
-    def resolved_likelihood(self) -> str:
-        return resolve_likelihood(self)
 
     @property
     def factor(self) -> int:

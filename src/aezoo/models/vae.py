@@ -28,7 +28,7 @@ from torch import nn
 from ..errors import UserError
 from ..nn import ConvDecoder, ConvEncoder, mlp
 from ..nn.distributions import DiagonalGaussian, standard_normal_log_prob
-from ..nn.likelihood import Likelihood, make_likelihood, resolve_likelihood
+from ..nn.likelihood import Likelihood, LikelihoodConfig, make_likelihood, resolve_likelihood
 from ..outputs import Batch, Encoded, LossOutput
 from ..registry import register
 from . import parts
@@ -37,7 +37,7 @@ from .parts import Part
 
 
 @dataclass
-class VAEConfig(ModelConfig):
+class VAEConfig(ModelConfig, LikelihoodConfig):
     arch: Literal["mlp", "conv"] = "mlp"
     widths: tuple[int, ...] = (200, 200)  # IWAE paper, one stochastic layer
     channels: tuple[int, ...] = (32, 64)  # conv: channels of each stride-2 stage
@@ -61,10 +61,6 @@ class VAEConfig(ModelConfig):
         if self.arch == "conv" and (self.data_kind != "image" or len(self.input_shape) != 3):
             raise UserError("arch=conv needs image data (C, H, W); use arch=mlp for vectors")
         resolve_likelihood(self)  # refuses a likelihood that does not fit the data
-
-    @property
-    def resolved_likelihood(self) -> str:
-        return resolve_likelihood(self)
 
 
 @register("vae")

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..nn.likelihood import Likelihood, make_likelihood, resolve_likelihood
+from ..nn.likelihood import Likelihood, LikelihoodConfig, make_likelihood, resolve_likelihood
 from ..nn.quantize import VectorQuantizer
 from ..outputs import Batch, Encoded, LossOutput
 from ..registry import register
@@ -40,7 +40,7 @@ PRIOR_DIR = "prior"  # in a VQ-VAE run: a copy of its PixelCNN prior (config.jso
 
 
 @dataclass
-class VQVAEConfig(ModelConfig):
+class VQVAEConfig(ModelConfig, LikelihoodConfig):
     hidden: int = 64  # channels of the convolutions (paper: 256)
     res_blocks: int = 2  # residual blocks in encoder and decoder (paper: 2)
     num_codes: int = 512  # K (paper: 512)
@@ -98,7 +98,7 @@ class VQVAE(Autoencoder):
         super().__init__(config)
         c = config
         hd = c.hidden
-        self.likelihood: Likelihood = make_likelihood(resolve_likelihood(c))
+        self.likelihood: Likelihood = make_likelihood(c.resolved_likelihood)
         out_ch = self.likelihood.out_shape(tuple(c.input_shape))[0]  # decoder outputs: one per input channel
         self.encoder = parts.build(self, "encoder", given, lambda: nn.Sequential(
             nn.Conv2d(c.input_shape[0], hd // 2, 4, 2, 1), nn.ReLU(), nn.Conv2d(hd // 2, hd, 4, 2, 1), nn.ReLU(),

@@ -173,6 +173,20 @@ def resolve_likelihood(config, data_kind: str | None = None) -> str:
     return choice
 
 
+class LikelihoodConfig:
+    """Mixin of a model config with a ``likelihood`` field (a Literal of the kinds the family offers, and
+    "auto" where it picks one): ``resolved_likelihood`` by :func:`resolve_likelihood`, for the kind of data
+    the decoder reconstructs (``target_kind``: the data's own unless the family says otherwise)."""
+
+    @property
+    def target_kind(self) -> str:
+        return self.data_kind
+
+    @property
+    def resolved_likelihood(self) -> str:
+        return resolve_likelihood(self, self.target_kind)
+
+
 def make_likelihood(kind: str, *, log_var: torch.Tensor | float | None = None, mixtures: int = 10) -> Likelihood:
     """The likelihood object of a resolved kind; ``log_var`` (gaussian) and ``mixtures``
     (logistic_mixture) parameterise those kinds."""
@@ -184,4 +198,4 @@ def make_likelihood(kind: str, *, log_var: torch.Tensor | float | None = None, m
 
 
 __all__ = ["Likelihood", "Bernoulli", "Gaussian", "DiscretizedLogistic", "LogisticMixture", "Multinomial",
-           "resolve_likelihood", "make_likelihood", "auto_order"]
+           "LikelihoodConfig", "resolve_likelihood", "make_likelihood", "auto_order"]
