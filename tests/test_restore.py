@@ -151,3 +151,24 @@ def test_dae_learns_to_denoise(digits, tmp_path):
 
     r = restoration_metrics(m, digits.test.x, m.corruption)
     assert r["psnr_restored"] > r["psnr_corrupted"] + 3
+
+
+def test_the_holes_of_a_picture_are_marked_by_exactly_one_of_mask_box_or_impulses(tmp_path):
+    """apps.restore.hole_of: what 'aezoo inpaint' fills, read from the one mark given."""
+    from aezoo.apps.restore import hole_of, parse_box
+
+    img = torch.full((1, 6, 8), 0.5)
+    hole = hole_of(img, "pic.png", box="2,1,3,2")  # X, Y, W, H from the top-left
+    want = torch.zeros(1, 6, 8)
+    want[:, 1:3, 2:5] = 1
+    assert torch.equal(hole, want)
+    img[0, 4, 7], img[0, 0, 0] = 1.0, 0.0
+    assert hole_of(img, "pic.png", impulses=True).nonzero().tolist() == [[0, 0, 0], [0, 4, 7]]
+    Image.fromarray((want[0].numpy() * 255).astype(np.uint8)).save(tmp_path / "mask.png")
+    assert torch.equal(hole_of(img, "pic.png", mask=str(tmp_path / "mask.png")), want)
+    with pytest.raises(UserError, match="one of them"):
+        hole_of(img, "pic.png", box="2,1,3,2", impulses=True)
+    with pytest.raises(UserError, match="no pure black or white pixels"):
+        hole_of(torch.full((1, 6, 8), 0.5), "pic.png", impulses=True)
+    with pytest.raises(UserError, match="four whole numbers"):
+        parse_box("2,1,3")
