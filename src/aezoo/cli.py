@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", default="cheap", choices=["cheap", "full"],
                    help="metrics the run ends with: cheap (reconstruction, restoration, codebook use, lines; default) "
                         "or full (every metric that applies, as 'aezoo eval')")
+    p.add_argument("--log", metavar="TRACKERS",
+                   help="also log metrics, config and validation pictures to tensorboard (OUT/tensorboard/) "
+                        "and/or mlflow (./mlruns or $MLFLOW_TRACKING_URI), comma-separated")
     _common(p)
     p.set_defaults(func=cmd_train)
 
@@ -263,7 +266,8 @@ def cmd_train(a) -> int:
     train_sets = [s[len("train."):] for s in a.sets if s.startswith("train.")]
     model_sets = [s for s in a.sets if not s.startswith("train.")]
     overrides = {"epochs": a.epochs, "max_minutes": a.max_minutes, "seed": a.seed, "batch_size": a.batch_size,
-                 "lr": a.lr, "threads": a.threads, "device": a.device}
+                 "lr": a.lr, "threads": a.threads, "device": a.device,
+                 "log": None if a.log is None else [t.strip() for t in a.log.split(",") if t.strip()]}
     if a.max_minutes is not None and a.epochs is None and not a.resume:
         train_sets = ["epochs=null"] + train_sets  # a budget alone: train until it runs out
     if a.prior_of:

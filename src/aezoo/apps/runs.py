@@ -24,6 +24,7 @@ from ..models.parts import check_trust
 from ..rng import seeded
 from ..registry import get as get_model_class
 from ..report import reconstruction_grid
+from ..report.grid import validation_pictures
 from ..train import TrainConfig, Trainer, distributed
 
 
@@ -72,7 +73,8 @@ def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset
                     raise distributed.RankZeroRefused(verdict)
             cfg.progress = progress and cfg.progress
             trainer = Trainer(model, dataset, cfg, out_dir,
-                              extra_meta={"model_config": to_dict(model.config), "preset": preset})
+                              extra_meta={"model_config": to_dict(model.config), "preset": preset},
+                              val_images=lambda m: validation_pictures(m, dataset))
             trainer.fit(resume=resume)
             return finish_run(model, dataset, out_dir, eval_options, cfg.progress) if main else None
     finally:
@@ -93,10 +95,10 @@ def _prepare(model_name, data_spec, out_dir: Path, preset, model_overrides, trai
         data_spec = data_spec or meta["data"]
         if data_spec != meta["data"]:
             raise UserError(f"{out}: the run was trained on {meta['data']!r}, not {data_spec!r}")
-        cfg = from_dict(TrainConfig, meta["train"], "train config")
+        cfg = from_dict(TrainConfig, meta["train"], "train config", validate=False)  # checked with the options below
         # A resumed run may extend its budget (epochs, max_minutes) and move to another device (bit-exact
-        # resumes are promised on the same device only); nothing else changes.
-        allowed = {"epochs", "max_minutes", "max_steps", "progress", "device"}
+        # resumes are promised on the same device only), and change its trackers; nothing else changes.
+        allowed = {"epochs", "max_minutes", "max_steps", "progress", "device", "log"}
         fixed = sorted({t.split("=", 1)[0].strip() for t in train_sets} - allowed)
         if fixed:
             raise UserError(f"a resumed run keeps its training config; --set train.{fixed[0]} cannot change (on "

@@ -64,3 +64,18 @@ def reconstruction_grid(model, dataset, split: str, n: int) -> Image.Image:
     x = dataset.split(split).x[:n]
     rec = reconstruct(model, x)
     return image_grid([to_images(x, dataset.shape, dataset.kind), to_images(rec, dataset.shape, dataset.kind)])
+
+
+def validation_pictures(model, dataset) -> dict[str, np.ndarray]:
+    """What the trackers of a run (``--log``) show at each validation, as the report would: the first 12
+    validation items above their reconstructions and, for a model with a prior, 16 samples.
+    ``{name: (H, W, 3) uint8}``; nothing for text or for a model that is not an autoencoder."""
+    from ..eval.generate import sample_images
+    from ..models.base import Autoencoder
+
+    if not isinstance(model, Autoencoder) or dataset.kind == "text":
+        return {}
+    out = {"reconstructions": reconstruction_grid(model, dataset, "val", 12)}
+    if model.can_sample and dataset.kind == "image":
+        out["samples"] = grid_of(sample_images(model, 16), dataset.shape, "image", 8)
+    return {name: np.asarray(im.convert("RGB")) for name, im in out.items()}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ..errors import UserError
@@ -36,6 +36,8 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps between checkpoints (also written at the end)
     log_every: int = 50  # steps between lines of metrics.jsonl
     progress: bool = True  # tqdm progress bar on stderr
+    # trackers that get a copy of metrics.jsonl, the config and validation pictures (train/tracking.py)
+    log: list[str] = field(default_factory=list)  # "tensorboard" (RUN/tensorboard/), "mlflow" (./mlruns)
 
     def validate(self) -> None:
         if self.epochs is None and self.max_minutes is None and self.max_steps is None:
@@ -63,3 +65,6 @@ class TrainConfig:
             raise UserError(f"grad_clip must be positive, got {self.grad_clip}")
         if self.threads is not None and self.threads < 1:
             raise UserError(f"threads must be at least 1, got {self.threads}")
+        from .tracking import check_trackers
+
+        check_trackers(self.log)

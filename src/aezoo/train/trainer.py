@@ -7,6 +7,8 @@ checks each loss for NaN/inf before its backward pass, routes gradients to the n
 parameters, and clips and steps them on request. The run directory receives
 ``checkpoint.safetensors`` (every ``checkpoint_every`` steps and at the end), ``metrics.jsonl``,
 ``config.json`` + ``model.safetensors`` (the final model) and ``run.json`` (what was run, where, how long).
+With ``config.log``, the lines of ``metrics.jsonl``, the config and the pictures of ``val_images`` go to
+TensorBoard or MLflow as well (:mod:`.tracking`).
 Resuming restores weights, optimizer states, RNG state and the position in the data order, so a resumed
 run ends with the same weights as an uninterrupted one (CPU, same seed and thread count).
 
@@ -35,6 +37,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -50,6 +53,7 @@ from ..outputs import Batch
 from ..rng import seeded
 from . import checkpoint as ckpt
 from . import distributed
+from . import tracking
 from . import precision as prec
 from .config import TrainConfig
 from .schedules import lr_factor
@@ -271,8 +275,11 @@ class Trainer:
     """Train ``model`` on ``data`` with ``config``, writing everything into ``run_dir``."""
 
     def __init__(self, model: Model, data: Dataset, config: TrainConfig | None = None,
-                 run_dir: str | os.PathLike | None = "runs/run", extra_meta: dict | None = None):
+                 run_dir: str | os.PathLike | None = "runs/run", extra_meta: dict | None = None,
+                 val_images: Callable[[Model], dict] | None = None):
         self.model = model
+        # pictures the trackers (config.log) get at each validation: model -> {name: (H, W, 3) uint8 array}
+        self.val_images = val_images
         self.data = data
         self.config = config or TrainConfig()
         self.config.validate()
@@ -480,6 +487,8 @@ class Trainer:
         c = self.config
         if self.run_dir is None and resume:
             raise UserError("resuming needs a run directory")
+        if self.run_dir is None and c.log:
+            raise UserError(f"logging to {', '.join(c.log)} needs a run directory")
         if self.run_dir is not None and self.main:
             make_dir(self.run_dir)
         state = {"step": 0, "epoch": 0, "batch": 0, "elapsed_s": 0.0}
@@ -494,6 +503,12 @@ class Trainer:
         self._choose_precision(resume)
         writes = self.run_dir is not None and self.main
         log = MetricsLog(self.run_dir / "metrics.jsonl" if writes else None, state["step"] if resume else None)
+        self._trackers = tracking.Trackers()
+        if writes and c.log:
+            self._trackers = tracking.open_trackers(c.log, self.run_dir, state["step"] if resume else None)
+            self._trackers.log_params({"model": self.model.name, "data": self.data.spec,
+                                       "model_config": to_dict(self.model.config), "train": to_dict(c)})
+        finished = False
         self._write_run_json(state, finished=False)
         t0 = time.perf_counter() - state["elapsed_s"]
         self._clock = t0
@@ -554,12 +569,14 @@ class Trainer:
                     self._check_losses()
                     last_val = self.validate(state["step"])
                     self._log(log, "val", state, time.perf_counter() - t0, last_val)
+            finished = True
         except Exception:
             self._check_losses()  # a loss that went bad before the error explains it better
             raise
         finally:
             bar.close()
             log.close()
+            self._trackers.close(ok=finished)
         self._check_losses()
         state["elapsed_s"] = time.perf_counter() - t0
         self._checkpoint(state)
@@ -599,6 +616,22 @@ class Trainer:
             record["lr"] = next(iter(self.optimizers.values())).param_groups[0]["lr"]
         record.update(metrics)
         log.write(record)
+        if self._trackers:
+            self._trackers.log_scalars(tracking.scalars_of(record), state["step"])
+            if split == "val" and self.val_images is not None:
+                self._track_images(state["step"])
+
+    def _track_images(self, step: int) -> None:
+        """The pictures of ``val_images``, drawn in evaluation mode from a forked RNG (the run's own stream is
+        untouched, so a run with trackers trains as one without)."""
+        self.model.eval()
+        try:
+            with seeded(self.config.seed + 1, self.device), torch.no_grad():
+                pictures = self.val_images(self.model)
+        finally:
+            self.model.train()
+        for name, image in pictures.items():
+            self._trackers.log_image(name, image, step)
 
     def _restore(self) -> dict:
         path = self.run_dir / CHECKPOINT
