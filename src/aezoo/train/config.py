@@ -28,7 +28,6 @@ class TrainConfig:
     # a short probe of this network's steps measures them faster; on CUDA bf16 where native. Recorded in run.json.
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # bf16: autocast; weights and optimizer states stay fp32
     channels_last: Literal["auto"] | bool = "auto"  # memory layout of 4-D weights and image batches
-    compile: bool = False  # torch.compile the loss (pays off on long runs)
     device: str = "auto"  # auto: cuda when available, else cpu
     threads: int | None = None  # CPU threads for torch; None: torch's default
     seed: int = 0  # fixes initialisation, data order and noise

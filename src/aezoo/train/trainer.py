@@ -330,9 +330,6 @@ class Trainer:
         # _zero_grads this halved the trainer's own cost per step (~60 -> ~30 us on a tiny model; the
         # mlp VAE's step at batch 64 takes ~2.5 ms: bench/overhead.py)
         self.opt_params = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in self.optimizers.items()}
-        if c.compile:  # each top-level submodule in place (state-dict keys unchanged)
-            for module in self.model.children():
-                module.compile()
         self.steps_per_epoch = num_batches(len(self.data.train), c.batch_size * self.world, drop_last=True)
         self.total_steps = c.epochs * self.steps_per_epoch if c.epochs else None
         if c.max_steps is not None:  # the planned steps (schedules, warm-ups) end at the step limit
