@@ -475,7 +475,6 @@ class Trainer:
         y = None if batch.y is None else batch.y.to(self.device, non_blocking=True)
         return Batch(x.to(self.device, non_blocking=True), y, batch.index)
 
-
     # --- the loop --------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
         from tqdm import tqdm
