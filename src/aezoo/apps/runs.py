@@ -104,11 +104,14 @@ def _prepare(model_name, data_spec, out_dir: Path, preset, model_overrides, trai
             raise UserError(f"a resumed run keeps its training config; --set train.{fixed[0]} cannot change (on "
                             f"resume only {', '.join(sorted(allowed - {'progress'}))} can)")
         cfg = _apply_train(cfg, {k: v for k, v in (train_overrides or {}).items() if k in allowed}, train_sets)
-        if cfg.lr is None and "lr" in meta["model_config"]:  # an earlier version kept the rate in the model config
-            cfg.lr = meta["model_config"]["lr"]
-        dataset = dataset or data_mod.load(data_spec, data_dir, progress)
         cls = get_model_class(meta["model"])
         config = read_config(cls, meta["model_config"], f"{meta['model']} config")
+        old_lr = meta["model_config"].get("lr")  # an earlier version kept the rate in the model config
+        if cfg.lr is None and old_lr is not None:
+            if isinstance(old_lr, bool) or not isinstance(old_lr, (int, float)) or not 0 < old_lr < float("inf"):
+                raise UserError(f"{out_dir / 'run.json'}: model_config.lr must be a positive number, got {old_lr!r}")
+            cfg.lr = float(old_lr)
+        dataset = dataset or data_mod.load(data_spec, data_dir, progress)
         check_trust(cls, config, out_dir / "run.json")  # your own networks are imported only when trusted
         model = cls(config)
         return cfg, model, dataset

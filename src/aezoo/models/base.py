@@ -270,7 +270,9 @@ RETIRED = ("lr",)  # model config keys of earlier versions' saves, now the train
 def read_config(cls: type[Model], data: dict, where: str):
     """A saved model config, validated; keys in RETIRED are left out (a resumed run takes its ``lr`` over
     into train.lr, see apps.runs)."""
-    return from_dict(cls.Config, {k: v for k, v in data.items() if k not in RETIRED}, where)
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k not in RETIRED}
+    return from_dict(cls.Config, data, where)
 
 
 def save_model(model: Model, directory: str | Path, extra: dict | None = None) -> None:
