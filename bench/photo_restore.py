@@ -47,6 +47,12 @@ def test_images(names) -> dict[str, np.ndarray]:
 def tuning_images(folder: Path, colour: bool) -> list[np.ndarray]:
     from PIL import Image
 
+    from aezoo.data.patches import load_patches
+
+    held = load_patches(str(folder), n=1, val=1).meta["held_out"]
+    if missing := [n for n in TUNE_PHOTOS if n not in held]:
+        sys.exit(f"{folder}: {', '.join(missing)} not held out by the patches source (scripts/get-photos.sh makes "
+                 "the folder); the classical methods are tuned on held-out photographs only")
     out = []
     for name in TUNE_PHOTOS:
         with Image.open(folder / name) as im:
