@@ -1,13 +1,14 @@
 """Restoring photographs: aezoo's shipped photo models against classical methods, side by side in one run.
 
     .venv/bin/python -m pip install -r requirements-bench.txt
-    .venv/bin/python bench/photo_restore.py [--denoiser RUN_DIR] [--inpainter RUN_DIR] [--quick]
+    .venv/bin/python bench/photo_restore.py [--denoiser RUN_DIR] [--colour-denoiser RUN_DIR] [--inpainter RUN_DIR] [--quick]
 
 Test photographs: scikit-image's sample images (never used in training), 8 greyscale (camera, moon, coins,
 text, clock, brick, grass, gravel) and 4 colour (astronaut, coffee, chelsea, rocket).
 
 - Gaussian noise, sigma 15, 25 and 50 of 255, not clipped (as in the BM3D and DnCNN papers). aezoo's
-  shipped denoiser told sigma, and blind (sigma estimated from the picture); BM3D (the ``bm3d`` package,
+  shipped denoiser (on colour pictures the colour one, where given or shipped) told sigma, and blind
+  (sigma estimated from the picture); BM3D (the ``bm3d`` package,
   ``bm3d_rgb`` for colour, told sigma, its default profile); scikit-image's non-local means, TV
   (Chambolle) and wavelet (BayesShrink) denoising, whose strength is tuned per sigma on three held-out
   training photographs (256x256 centre crops of photographs the patch source holds out), never on the
@@ -247,6 +248,8 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--denoiser", help="a run of 'aezoo train photo' (default: the shipped denoiser)")
+    ap.add_argument("--colour-denoiser", help="a run of 'aezoo train photo' on colour data, for the colour pictures "
+                                              "(default: the shipped colour denoiser where installed, else --denoiser)")
     ap.add_argument("--inpainter", help="a run of 'aezoo train photo --preset inpaint' (default: the shipped one)")
     ap.add_argument("--photos", default="data/photos", help="the training photographs (scripts/get-photos.sh); "
                                                             "the held-out ones tune the classical methods")
@@ -257,6 +260,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     denoiser = load_model(a.denoiser) if a.denoiser else shipped_model(False)
+    if a.colour_denoiser:
+        colour_denoiser = load_model(a.colour_denoiser)
+    else:
+        colour_denoiser = denoiser if a.denoiser else shipped_model(False, colour=True)
     inpainter = load_model(a.inpainter) if a.inpainter else shipped_model(True)
     grey, colour = (GREY[:2], COLOUR[:2]) if a.quick else (GREY, COLOUR)
     sigmas = (25,) if a.quick else SIGMAS
@@ -265,7 +272,7 @@ def main(argv=None) -> int:
     for kind, names in (("greyscale", grey), ("colour", colour)):
         images = test_images(names)
         tune = tuning_images(Path(a.photos), kind == "colour")
-        rows = denoising(images, tune, denoiser, sigmas, a.seed)
+        rows = denoising(images, tune, colour_denoiser if kind == "colour" else denoiser, sigmas, a.seed)
         rows.append(impulses(images, tune, inpainter, 0.1, a.seed))
         rows.append(boxes(images, inpainter, a.seed))
         result[kind] = rows

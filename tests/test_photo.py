@@ -12,7 +12,7 @@ from test_cli import one_line_error
 from aezoo import data
 from aezoo.apps.restore import impulse_mask, restore_image, shipped_model
 from aezoo.errors import UserError
-from aezoo.models.base import LossStep, make_config
+from aezoo.models.base import LossStep, load_model, make_config
 from aezoo.models.photo import PhotoRestorer, estimate_sigma
 from aezoo.outputs import Batch
 
@@ -116,9 +116,35 @@ def test_the_noise_map_is_an_input():
     assert torch.allclose(m.restore(x), m.restore(x, sigma=estimate_sigma(x)))  # not told: estimated
 
 
-@pytest.mark.parametrize("task,channels", [("denoise", 1), ("denoise", 3), ("inpaint", 1)])
-def test_tiles_give_the_whole_picture_result(task, channels):
-    m = tiny_model(task)
+def test_a_colour_network_is_ffdnets_colour_layout():
+    cfg = make_config(PhotoRestorer, "zhang2018_colour", {"input_shape": [3, 32, 32]})
+    assert (cfg.depth, cfg.width, round(cfg.sigma_max * 255)) == (12, 96, 75)  # Zhang et al. 2018, colour
+    m = PhotoRestorer(cfg).eval()
+    convs = [layer for layer in m.body if isinstance(layer, torch.nn.Conv2d)]
+    assert len(convs) == 12 and convs[0].in_channels == 12 + 3 and convs[-1].out_channels == 12
+    x = torch.rand(2, 3, 33, 31)
+    assert torch.equal(m.restore(x, sigma=0.1), x)  # residual: the last layer starts at zero
+    with pytest.raises(UserError, match="restores 3-channel pictures"):
+        m.restore(x[:, :1])
+    out = m.loss(Batch(torch.rand(4, 3, 32, 32)), LossStep())
+    out.loss.backward()
+    assert all(p.grad is not None for p in m.parameters())
+
+
+def test_the_colour_noise_map_has_a_level_per_channel():
+    m, x = tiny_model(channels=3), torch.rand(1, 3, 32, 32)
+    side = torch.full((1, 3, 32, 32), 0.1)
+    one = side.clone()
+    one[:, 2] = 0.3  # only the blue channel's level differs
+    assert not torch.allclose(m._run(x, side), m._run(x, one))
+    assert not torch.allclose(m.restore(x, sigma=0.05), m.restore(x, sigma=0.3))
+    assert torch.allclose(m.restore(x), m.restore(x, sigma=m.noise_level(x)))  # not told: estimated
+
+
+@pytest.mark.parametrize("task,channels,net", [("denoise", 1, 1), ("denoise", 3, 1), ("inpaint", 1, 1),
+                                               ("denoise", 3, 3), ("inpaint", 3, 3)])
+def test_tiles_give_the_whole_picture_result(task, channels, net):
+    m = tiny_model(task, net)  # net 1, pictures 3: colour through the greyscale network in opponent colours
     img = torch.from_numpy(photo(150, 133, grey=channels == 1)).float() / 255
     img = img[None] if channels == 1 else img.permute(2, 0, 1)
     img = (img + 0.1 * torch.randn(img.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
@@ -131,6 +157,8 @@ def test_tiles_give_the_whole_picture_result(task, channels):
 
 
 def test_inpainting_training_holes_mix_boxes_strokes_and_pixels():
+    preset = PhotoRestorer(make_config(PhotoRestorer, "inpaint", {"input_shape": [1, 32, 32]}))
+    assert any(isinstance(layer, torch.nn.BatchNorm2d) for layer in preset.body)  # as the denoiser, DnCNN's layers
     m = tiny_model("inpaint")
     torch.manual_seed(0)
     holes = m._holes(torch.zeros(60, 1, 32, 32))
@@ -151,11 +179,14 @@ def test_impulse_mask_marks_pure_black_and_white():
 def test_shipped_models_are_small_and_restore_a_photograph():
     from importlib.resources import files
 
-    for inpaint in (False, True):
-        size = (files("aezoo") / "weights" / ("photo-inpaint" if inpaint else "photo-denoise") / "model.safetensors").stat().st_size
-        assert size < 4 * 2**20
+    weights = files("aezoo") / "weights"
+    for name in ("photo-inpaint", "photo-denoise", "photo-denoise-colour"):
+        if name != "photo-denoise-colour" or (weights / name).is_dir():
+            assert (weights / name / "model.safetensors").stat().st_size < 4 * 2**20
     den, inp = shipped_model(False), shipped_model(True)
     assert den.config.task == "denoise" and inp.inpaints
+    colour = shipped_model(False, colour=True)  # the colour denoiser where installed, else the greyscale one
+    assert colour.config.input_shape[0] == (3 if (weights / "photo-denoise-colour").is_dir() else 1)
     clean = torch.from_numpy(photo(160, 200)).float().permute(2, 0, 1) / 255
     noisy = clean + 25 / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
     psnr = lambda a: (-10 * torch.log10((a.clamp(0, 1) - clean).square().mean())).item()
@@ -192,6 +223,7 @@ def test_train_a_photo_model_on_patches_and_use_it(folder, tmp_path):
     r = run_cli("train", "photo", "--data", f"patches:{folder}?size=32&n=64&val=8", "--out", run, "--epochs", "1",
                 "--quiet", "--set", "depth=3", "--set", "width=8")
     assert r.returncode == 0, r.stderr
+    assert load_model(run).body[0].in_channels == 12 + 3  # colour data: FFDNet's colour network
     Image.fromarray(photo(50, 70)).save(tmp_path / "p.png")
     r = run_cli("denoise", run, tmp_path / "p.png", "--out", tmp_path / "o")
     assert r.returncode == 0, r.stderr

@@ -139,7 +139,7 @@ def photo_section(sigma: float = 25) -> str:
 
     title = "<h2>Restoring a photograph (the shipped photo models, no training)</h2>"
     try:
-        denoiser, inpainter = shipped_model(False), shipped_model(True)
+        denoiser, inpainter = shipped_model(False, colour=True), shipped_model(True)  # a colour photograph
     except UserError as e:
         return title + f"<p class='muted'>{html.escape(str(e))}</p>"
     clean = read_picture(files("aezoo") / "weights" / "demo-photo.jpg")

@@ -21,17 +21,25 @@ from ..models.base import Restorer
 
 
 SHIPPED = {False: "photo-denoise", True: "photo-inpaint"}  # the models under aezoo/weights, by inpaint
+SHIPPED_COLOUR = "photo-denoise-colour"  # the denoiser of colour pictures, where installed
+SHIPPED_FROM = "the shipped photo model"
 
 
-def shipped_model(inpaint: bool) -> Restorer:
-    """The pretrained photo denoiser or inpainter that ships with the package (see aezoo/weights/README.md)."""
+def shipped_model(inpaint: bool, colour: bool = False) -> Restorer:
+    """The pretrained photo denoiser or inpainter that ships with the package (see aezoo/weights/README.md).
+    ``colour``: the one for colour pictures, the colour denoiser where it is installed, else the greyscale
+    model (which restores colour pictures in opponent colours)."""
     from importlib.resources import files
 
     from ..models.base import load_model
 
-    where = files("aezoo") / "weights" / SHIPPED[inpaint]
+    weights = files("aezoo") / "weights"
+    name = SHIPPED[inpaint]
+    if colour and not inpaint and (weights / SHIPPED_COLOUR / "model.safetensors").is_file():
+        name = SHIPPED_COLOUR
+    where = weights / name
     if not (where / "model.safetensors").is_file():
-        raise UserError(f"the shipped {SHIPPED[inpaint]} model is not installed with this copy of aezoo; "
+        raise UserError(f"the shipped {name} model is not installed with this copy of aezoo; "
                         "give a run directory of 'aezoo train photo' instead")
     return load_model(str(where))
 
@@ -168,7 +176,7 @@ def open_restorer(inputs: list[str], inpaint: bool, data: bool) -> tuple[Restore
         return model, inputs[0], inputs[1:]
     if data:
         raise UserError("--data needs a run directory first: the model trained on that data")
-    return shipped_model(inpaint), "the shipped photo model", inputs
+    return shipped_model(inpaint), SHIPPED_FROM, inputs
 
 
 def read_for(model: Restorer, path: str | Path) -> torch.Tensor:
@@ -236,13 +244,17 @@ def denoise(inputs: list[str], out: str, *, noise: str | None = None, sigma: flo
         write_json(Path(out) / "denoise.json", metrics)
         return metrics
     pictures = [(p, read_for(model, p)) for p in inputs]  # read all first: a bad file writes nothing
+    colour_model = model  # the shipped models: the colour denoiser (where installed) for colour pictures
+    if run_dir == SHIPPED_FROM and any(img.shape[0] == 3 for _, img in pictures):
+        colour_model = shipped_model(False, colour=True)
     for i, (path, img) in enumerate(pictures):
         stem = Path(path).stem
         if corruption is not None:
             img = corrupt_fixed(img[None], corruption, seed + i)[0][0]
             save_image(Path(out).with_name(Path(out).stem + "-noisy.png") if one_file else
                        Path(out) / f"{stem}-noisy.png", to_pil(img))
-        clean = to_pil(restore_image(model, img, sigma=None if sigma is None else sigma / 255))
+        clean = to_pil(restore_image(colour_model if img.shape[0] == 3 else model, img,
+                                     sigma=None if sigma is None else sigma / 255))
         save_image(out if one_file else Path(out) / f"{stem}-denoised.png", clean)
     return {"pictures": len(pictures)}
 

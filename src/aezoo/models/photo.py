@@ -7,16 +7,23 @@ of the noise level is an extra input, so one network handles every sigma it was 
 sigma or estimates it, and a user can turn it up or down. From DnCNN (Zhang et al., IEEE TIP 2017), the
 network predicts the noise and subtracts it (residual learning), which trains faster.
 
-Greyscale networks restore colour photographs channel by channel in an orthonormal opponent colour space
-(luminance and two colour differences, as CBM3D does), where i.i.d. noise stays i.i.d. with the same sigma.
+A network trained on colour data is the paper's colour FFDNet: the 3 channels at half resolution (12) and a
+noise map per colour channel, 15 inputs; training noise has one sigma per picture in all channels (AWGN,
+as the paper's benchmarks). Greyscale networks restore colour photographs channel by channel in an
+orthonormal opponent colour space (luminance and two colour differences, as CBM3D does), where i.i.d.
+noise stays i.i.d. with the same sigma.
 Inpainting (``task="inpaint"``): the hole mask replaces the noise map, the known pixels are kept exactly,
 and training holes are a mix of boxes, brush strokes and scattered pixels (salt-and-pepper impulses,
 once detected, are such holes).
 
-Preset ``zhang2018`` is the paper's greyscale network: 15 layers of 64 channels, sigma in [0, 75]/255.
-The CPU default is 12 layers (receptive field 50 pixels) and sigma in [0, 55]/255: a fifth less compute
-per pixel and per training step, for the noise levels that are measured (15, 25, 50). Middle layers have
-batch normalisation, as in both papers: without it, the same network learnt about half as fast here.
+Preset ``zhang2018`` is the paper's greyscale network: 15 layers of 64 channels, sigma in [0, 75]/255;
+``zhang2018_colour`` its colour network (for colour data): 12 layers of 96 channels, shallower and wider,
+the paper's choice for using the dependencies between colour channels. The CPU default, grey or colour, is
+12 layers of 64 channels (receptive field 50 pixels) and sigma in [0, 55]/255, for the noise levels that
+are measured (15, 25, 50): for grey a fifth less compute than the paper's network, for colour 2.25x less
+per layer (a colour picture then costs a third of going through the greyscale network in opponent
+colours). Middle layers have batch normalisation, as in both papers: without it, the same network learnt
+about half as fast here.
 """
 
 from __future__ import annotations
@@ -73,6 +80,7 @@ class PhotoConfig(ModelConfig):
 class PhotoRestorer(Restorer):
     Config = PhotoConfig
     PRESETS = {"zhang2018": {"depth": 15, "width": 64, "sigma_max": 75 / 255},
+               "zhang2018_colour": {"depth": 12, "width": 96, "sigma_max": 75 / 255},
                "inpaint": {"task": "inpaint"}}
     # Adam at 1e-3 as the papers, with a warm-up and a cosine decay (BENCHMARKS.md: the recipe's trials)
     TRAIN_DEFAULTS = {"batch_size": 32, "schedule": "cosine", "warmup_steps": 100, "min_lr_ratio": 0.02}
@@ -86,8 +94,9 @@ class PhotoRestorer(Restorer):
     def __init__(self, config: PhotoConfig):
         super().__init__(config)
         c = config
-        ch = 4 * c.input_shape[0]
-        layers: list[nn.Module] = [nn.Conv2d(ch + (4 if c.task == "inpaint" else 1), c.width, 3, padding=1), nn.ReLU()]
+        ch = 4 * c.input_shape[0]  # the picture at half resolution
+        side = 4 if c.task == "inpaint" else c.input_shape[0]  # the hole mask at half resolution, or a noise map per channel
+        layers: list[nn.Module] = [nn.Conv2d(ch + side, c.width, 3, padding=1), nn.ReLU()]
         for _ in range(c.depth - 2):  # batch normalisation in the middle layers, as both papers
             layers += [nn.Conv2d(c.width, c.width, 3, padding=1, bias=not c.batch_norm),
                        *([nn.BatchNorm2d(c.width)] if c.batch_norm else []), nn.ReLU()]
@@ -121,13 +130,14 @@ class PhotoRestorer(Restorer):
         return self.restore(x, torch.zeros_like(x[:, :1]) if self.inpaints else None)
 
     def _run(self, x: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
-        """Residual estimate of even-sized ``x`` (B, C, H, W) given the side input (B, 1, H, W): the noise
-        level map or the hole mask."""
-        side = F.pixel_unshuffle(side, 2)
-        side = side.mean(1, keepdim=True) if not self.inpaints else side
+        """Residual estimate of even-sized ``x`` (B, C, H, W) given the side input: the noise level map
+        (B, C, H, W) or the hole mask (B, 1, H, W)."""
+        side = F.pixel_unshuffle(side, 2)  # (B, 4 * channels, H/2, W/2)
+        side = side.unflatten(1, (-1, 4)).mean(2) if not self.inpaints else side  # noise: one level per channel
         return F.pixel_shuffle(self.body(torch.cat([F.pixel_unshuffle(x, 2), side], 1)), 2)
 
-    def _restore_grey(self, x: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
+    def _restore_direct(self, x: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
+        """``x`` with the model's own channels (greyscale, or colour for a colour network)."""
         h, w = x.shape[-2:]
         ph, pw = h % 2, w % 2
         if ph or pw:  # odd sizes: mirror one row / column, then drop it
@@ -147,7 +157,7 @@ class PhotoRestorer(Restorer):
                 raise UserError("the inpainting model needs a hole mask")
             hole = hole.to(x.dtype)
         if x.shape[1] == c:
-            out = self._restore_grey(x, self._side(x, hole, sigma))
+            out = self._restore_direct(x, self._side(x, hole, sigma))
         elif c == 1 and x.shape[1] == 3:  # colour through a greyscale network, in opponent colours
             out = self._restore_colour(x, hole, sigma)
         else:
@@ -159,7 +169,7 @@ class PhotoRestorer(Restorer):
     def noise_level(self, x: torch.Tensor) -> torch.Tensor:
         """Estimated sigma (B,) of pictures ``x``: in a colour picture, from its two colour-difference
         channels (smoother than luminance, so less of the picture is mistaken for noise)."""
-        if x.shape[1] == 3 and self.config.input_shape[0] == 1:
+        if x.shape[1] == 3:
             return estimate_sigma(torch.einsum("kc,bchw->bkhw", _OPP.to(x), x)[:, 1:])
         return estimate_sigma(x)
 
@@ -168,7 +178,7 @@ class PhotoRestorer(Restorer):
             return hole
         b = x.shape[0]
         s = self.noise_level(x) if sigma is None else torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(b)
-        return (s * scale).to(x.dtype).view(b, 1, 1, 1).expand(b, 1, *x.shape[-2:])
+        return (s * scale).to(x.dtype).view(b, 1, 1, 1).expand(b, x.shape[1], *x.shape[-2:])  # every channel alike
 
     def _restore_colour(self, x: torch.Tensor, hole, sigma) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -182,7 +192,7 @@ class PhotoRestorer(Restorer):
         else:
             s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(b)
             side = (s[:, None] * scale[None]).reshape(b * 3, 1, 1, 1).expand(b * 3, 1, h, w)
-        out = self._restore_grey(flat, side).reshape(b, 3, h, w)
+        out = self._restore_direct(flat, side).reshape(b, 3, h, w)
         out = (out - shift.view(1, 3, 1, 1)) / scale.view(1, 3, 1, 1)
         return torch.einsum("kc,bkhw->bchw", opp, out)  # the transform is orthonormal: its inverse is its transpose
 
@@ -204,8 +214,8 @@ class PhotoRestorer(Restorer):
         else:
             sigma = torch.rand(x.shape[0], 1, 1, 1, device=x.device) * self.config.sigma_max
             corrupted = x + sigma * torch.randn_like(x)  # not clipped, as in the papers' benchmarks
-            side = sigma.expand(-1, 1, *x.shape[-2:])
-        out = self._restore_grey(corrupted, side)
+            side = sigma.expand(-1, x.shape[1], *x.shape[-2:])
+        out = self._restore_direct(corrupted, side)
         if self.inpaints:
             out = side * out + (1 - side) * x
         err = (out - x).square().flatten(1).mean(1)
