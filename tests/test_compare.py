@@ -1,6 +1,7 @@
 """aezoo compare: a tiny compare of three families end to end, a killed compare run again, and its errors."""
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -63,8 +64,10 @@ def test_a_killed_compare_reuses_finished_runs_and_resumes_the_unfinished_one(tm
     assert not (out / "leaderboard.json").exists()
     first = (out / "ae-seed0" / "model.safetensors").stat().st_mtime_ns
     # vae killed mid-run after a checkpoint: its recorded command, checkpointing every 5 steps
+    # (the kill may have met vae's folder before its run.json: begun again here as compare itself would)
+    shutil.rmtree(out / "vae-seed0", ignore_errors=True)
     cmd = ["train", "vae", "--data", "digits", "--out", out / "vae-seed0", "--max-minutes", "0.1", "--quiet",
-           "--set", "train.checkpoint_every=5", "--overwrite"]
+           "--set", "train.checkpoint_every=5"]
     _kill_when(_start(cmd), out / "vae-seed0" / "checkpoint.safetensors")
     log = (out / "vae-seed0" / "metrics.jsonl").read_text().splitlines()
     r = run_cli(*args)
@@ -87,6 +90,19 @@ def test_a_killed_compare_reuses_finished_runs_and_resumes_the_unfinished_one(tm
                                 "nosuchdata"]):
         assert e.returncode == 2 and e.stderr.startswith("aezoo: error:") and want in e.stderr, e.stderr
     assert not any((tmp_path / d).exists() for d in "xyzw")
+
+
+def test_a_run_folder_killed_before_its_run_json_is_trained_again(tmp_path, monkeypatch):
+    from aezoo.apps import compare
+
+    run = tmp_path / "vae-seed0"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("")  # what a kill can leave before run.json: train --overwrite refuses it
+    seen = []
+    monkeypatch.setattr(compare, "train_run", lambda *a, **k: seen.append((run.exists(), k)))
+    monkeypatch.setattr(compare, "_train_sets", lambda *a: ({"epochs": None}, ["epochs=null"]))
+    compare._train_one("vae", "digits", None, run, 0.1, None, None, 0, False)
+    assert seen == [(False, seen[0][1])] and not seen[0][1].get("resume") and not seen[0][1].get("overwrite")
 
 
 def test_run_states(tmp_path):

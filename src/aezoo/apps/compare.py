@@ -147,6 +147,16 @@ def _status(run_dir: Path) -> str:
     return "partial" if (run_dir / "checkpoint.safetensors").is_file() else "new"
 
 
+def _begin_anew(run_dir: Path) -> None:
+    """Remove a run folder of this comparison that has nothing to resume (killed before its first checkpoint,
+    possibly before its run.json), so that it trains from the start; ``train --overwrite`` would refuse a
+    folder without run.json. The folder is the comparison's own (its name, inside the comparison's --out)."""
+    import shutil
+
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+
+
 def _train_one(name, spec, dataset, run_dir: Path, minutes, steps, batch_size, seed, progress) -> list[str]:
     """Train (or resume) one run, and its prior for a two-stage family; the commands that do it. A run begun
     earlier keeps the step plan it was begun with (a resumed run must match an uninterrupted one)."""
@@ -163,10 +173,12 @@ def _train_one(name, spec, dataset, run_dir: Path, minutes, steps, batch_size, s
     commands = [_command(name, spec, run_dir, overrides, sets)]
     if state == "partial":
         _say(f"resuming {run_dir.name} from its last checkpoint")
+    if state == "new":
+        _begin_anew(run_dir)
     if state != "trained":
         train_run(name if state == "new" else None, spec, str(run_dir), model_overrides=[],
                   train_overrides=overrides, train_sets=sets if state == "new" else [], resume=state == "partial",
-                  overwrite=state == "new" and run_dir.exists(), progress=progress, dataset=dataset)
+                  progress=progress, dataset=dataset)
     if two_stage:
         prior_dir = run_dir.parent / f"{run_dir.name}-prior"
         p_over, p_sets = ({"epochs": None, "seed": seed, "max_minutes": minutes * PRIOR_SHARE}, ["epochs=null"]) \
@@ -174,9 +186,11 @@ def _train_one(name, spec, dataset, run_dir: Path, minutes, steps, batch_size, s
         commands.append(_command("pixelcnn", spec, prior_dir, p_over, p_sets, prior_of=run_dir))
         p_state = _status(prior_dir)
         if p_state != "trained" or not (run_dir / "prior" / "model.safetensors").is_file():
+            if p_state != "partial":
+                _begin_anew(prior_dir)
             train_prior(str(run_dir), str(prior_dir), train_overrides=p_over,
                         train_sets=p_sets if p_state != "partial" else [], resume=p_state == "partial",
-                        overwrite=p_state != "partial" and prior_dir.exists(), progress=progress)
+                        progress=progress)
     return commands
 
 
