@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from conftest import needs_fmnist, run_cli, run_cli_many
 
@@ -119,3 +120,61 @@ def test_run_states(tmp_path):
     assert _status(run) == "trained"
     (run / "run.json").write_text("{not json")
     assert _status(run) == "new"
+
+
+USER_VAE = ["--set", "vae.latent_dim=3", "--set", "vae.encoder=user_nets:Encoder",  # tests/user_nets.py
+            "--set", 'vae.encoder_kwargs={"shape": [1, 8, 8], "out": 6}', "--set", "vae.decoder=user_nets:Decoder",
+            "--set", 'vae.decoder_kwargs={"latent": 3, "shape": [1, 8, 8]}']
+
+
+def test_compare_trains_your_own_networks_by_import_path_only_when_trusted(tmp_path, monkeypatch):
+    tests = str(Path(__file__).parent)  # as a user's package would be: on the path of the aezoo processes
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
+    out = tmp_path / "cmp"
+    args = ["compare", "--data", "digits?limit=64", "--models", "vae", "--steps", "3", "--batch-size", "16",
+            "--samples", "10", "--items", "10", "--quiet", *USER_VAE]
+    r = run_cli_many([*args, "--out", tmp_path / "a"],
+                     [*args, "--out", tmp_path / "b", "--trust-code", "--set", "ae.latent_dim=2"],
+                     [*args, "--out", tmp_path / "c", "--trust-code", "--set", "vae.encodr=user_nets:Encoder"],
+                     [*args, "--out", tmp_path / "d", "--trust-code", "--set", "vae:latent_dim=2"],
+                     [*args, "--out", out, "--trust-code"])
+    for e, want in zip(r, ["--set vae: the encoder is your own network user_nets:Encoder; importing it runs code",
+                           "'ae' is not among the compared families (vae)", "unknown vae config key 'encodr'",
+                           "--set expects NAME.KEY=VALUE"]):
+        assert e.returncode == 2 and e.stderr.startswith("aezoo: error:") and e.stderr.count("\n") == 1, e.stderr
+        assert want in e.stderr, e.stderr
+    assert not any((tmp_path / d).exists() for d in "abcd")  # nothing written
+    assert r[0].stderr.rstrip().endswith("(command line: --trust-code)")
+    assert r[4].returncode == 0, r[4].stderr
+    config = json.loads((out / "vae-seed0" / "config.json").read_text())["config"]
+    assert config["encoder"] == "user_nets:Encoder" and config["encoder_kwargs"] == {"shape": [1, 8, 8], "out": 6}
+    board = json.loads((out / "leaderboard.json").read_text())
+    [run] = board["runs"]
+    assert run["model"] == "vae" and run["step"] == 3 and "recon_mse" in run
+    command = run["commands"][0]
+    assert "--set encoder=user_nets:Encoder --set 'encoder_kwargs={\"shape\": [1, 8, 8], \"out\": 6}'" in command
+    assert board["settings"]["sets"] == {"vae": [s.split(".", 1)[1] for s in USER_VAE[1::2]]}
+    # run again: without --trust-code it is refused (its runs are loaded); other settings are refused
+    r = run_cli_many([*args, "--out", out], [*args, "--out", out, "--trust-code", "--set", "vae.latent_dim=3"])
+    assert r[0].returncode == 2 and "--set vae: the encoder is your own network" in r[0].stderr, r[0].stderr
+    assert r[1].returncode == 2 and "holds a compare with other settings" in r[1].stderr, r[1].stderr
+
+
+def test_a_resumed_run_keeps_its_model_settings_and_records_them_in_its_command(tmp_path, monkeypatch):
+    from aezoo.apps import compare
+
+    run = tmp_path / "vae-seed0"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"finished": False, "train": {"max_steps": 7}}))
+    (run / "checkpoint.safetensors").write_bytes(b"x")  # killed after a checkpoint: resumed
+    seen = []
+    monkeypatch.setattr(compare, "train_run", lambda *a, **k: seen.append((a, k)))
+    sets = ["encoder=user_nets:Encoder", 'encoder_kwargs={"out": 6}']
+    [command] = compare._train_one("vae", "digits", None, run, 0.1, None, None, 0, False, sets)
+    [(args, kwargs)] = seen
+    assert args[0] is None and kwargs["resume"] and kwargs["model_overrides"] == []  # the run keeps its config
+    assert command.startswith(f"aezoo train vae --data digits --out {run} --max-minutes 0.1 --set "
+                              "encoder=user_nets:Encoder --set 'encoder_kwargs={\"out\": 6}' --set train.max_steps=7")
+    shutil.rmtree(run)
+    compare._train_one("vae", "digits", None, run, 0.1, 5, None, 0, False, sets)  # a new run takes them
+    assert seen[1][0][0] == "vae" and seen[1][1]["model_overrides"] == sets and not seen[1][1]["resume"]

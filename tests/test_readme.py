@@ -300,11 +300,15 @@ class Checker:
                 self.fail(tokens, f"no metric {name!r} (metrics: {', '.join(METRICS)})")
 
     def aezoo_compare(self, a, tokens) -> None:
+        from aezoo.apps.compare import families, family_sets
+        from aezoo.models.base import make_config
         from aezoo.registry import get
 
         for name in (a.models or "").split(","):
             if name.strip():
                 get(name.strip())
+        for name, sets in family_sets(a.sets, families(a.models)).items():
+            make_config(get(name), None, {}, sets)
 
     def aezoo_list(self, a, tokens) -> None:
         from aezoo.cli import main
@@ -470,6 +474,8 @@ ROTTEN = [  # (a made-up block, what its failure must name)
     ("aezoo train dae --data mnist --out runs/a --set corruption=gauss:0.2", "gauss"),
     ("aezoo eval runs/ae --metrics recon,probe", "no metric 'probe'"),
     ("aezoo compare --data lines --out c --models ae,vea", "unknown model 'vea'"),
+    ("aezoo compare --data lines --out c --models ae,vae --set vae.encodr=m:Net", "unknown vae config key 'encodr'"),
+    ("aezoo compare --data lines --out c --models ae --set vae.latent_dim=4", "'vae' is not among the compared"),
     ("aezoo sample runs/vae --out s.png [--sampler prior|gaussian]", "invalid choice: 'gaussian'"),
     ("aezoo train vae --data digits --out runs/v --log tensorbord", "unknown tracker 'tensorbord'"),
     ("aezoo denoise runs/dn --data mnist --noise gausian:0.3 --out d/", "gausian"),

@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="minibatch size for every model (default: each family's own)")
     p.add_argument("--samples", type=int, default=5000, help="draws per sampler for the sample metrics (default 5000)")
     p.add_argument("--items", type=int, help="evaluate on the test split's first N items (default: all)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME.KEY=VALUE",
+                   help="a model config field of the family NAME, as its 'aezoo train --set KEY=VALUE' "
+                        "(vae.encoder=mypkg.nets:Encoder; your own networks need --trust-code)")
     _common(p)
     p.set_defaults(func=cmd_compare)
 
@@ -454,7 +457,7 @@ def cmd_compare(a) -> int:
 
     path = run_compare(a.data, a.out, minutes=a.minutes, steps=a.steps, models=a.models, seeds=a.seeds,
                        batch_size=a.batch_size, samples=a.samples, items=a.items, data_dir=a.data_dir,
-                       progress=not a.quiet)
+                       progress=not a.quiet, sets=a.sets)
     print(f"aezoo: leaderboard written to {path}", file=sys.stderr)
     return 0
 

@@ -11,6 +11,10 @@ and ``leaderboard.md``, ``leaderboard.json`` and ``report.html`` are written: th
 seeds, the best of each column marked) and side-by-side grids of reconstructions of the same items,
 samples with the same seeds, and interpolations between the same pairs.
 
+A family's model settings (``--set NAME.KEY=VALUE``, e.g. your own networks: ``vae.encoder=mypkg.nets:Encoder``)
+are its ``aezoo train --set KEY=VALUE``; a family given settings must build with them (an error, not a skip).
+Runs naming your own networks are loaded to be evaluated, so they need ``--trust-code`` from the start.
+
 A compare killed midway and started again with the same arguments reuses the finished runs and resumes the
 unfinished one from its last checkpoint.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -32,6 +37,7 @@ from ..errors import UserError
 from ..eval.metrics import evaluate
 from ..io import check_output_dir, make_dir, one_writer, read_json, write_bytes, write_json
 from ..models.base import Autoencoder, Prior, load_model
+from ..models.parts import check_trust
 from .prior import train_prior
 from .runs import train_run
 
@@ -65,13 +71,34 @@ def families(names: str | None) -> list[str]:
     return chosen
 
 
-def _fits(name: str, dataset) -> str | None:
-    """Why the family cannot take this data (its config's own check), or None."""
-    from .runs import build
+def family_sets(items: list[str], names: list[str]) -> dict[str, list[str]]:
+    """``--set NAME.KEY=VALUE`` items as {family: its ``KEY=VALUE`` settings}, each parsed later by the
+    family's config exactly as ``aezoo train --set KEY=VALUE``."""
+    sets = {}
+    for item in items:
+        name, dot, setting = item.partition(".")
+        if not dot or "=" in name or "=" not in setting:
+            raise UserError(f"--set expects NAME.KEY=VALUE with NAME a compared family, e.g. "
+                            f"vae.encoder=mypkg.nets:Encoder; got {item!r}")
+        if name not in names:
+            raise UserError(f"--set {item!r}: {name!r} is not among the compared families ({', '.join(names)})")
+        sets.setdefault(name, []).append(setting)
+    return sets
+
+
+def _fits(name: str, dataset, sets: list[str] = ()) -> str | None:
+    """Why the family cannot take this data (its config's own check), or None. A family given settings must
+    build with them: their error is raised, and their networks are imported only when trusted (its runs are
+    loaded to be evaluated)."""
+    from .runs import build, new_config
 
     try:
-        build(name, dataset, None, [])
+        if sets:
+            check_trust(registry.get(name), new_config(name, dataset, None, list(sets)), f"--set {name}")
+        build(name, dataset, None, list(sets))
     except UserError as e:
+        if sets:
+            raise
         return str(e)
     return None
 
@@ -82,7 +109,7 @@ def _needs_plan(name: str) -> bool:
     return cls.TRAIN_DEFAULTS.get("schedule", "constant") != "constant"
 
 
-def _steps_in(name: str, dataset, minutes: float, batch_size: int | None, seed: int) -> int:
+def _steps_in(name: str, dataset, minutes: float, batch_size: int | None, seed: int, model_sets=()) -> int:
     """Steps the family takes in ``minutes`` on this machine: 90% of what 12 timed steps in memory predict
     (after 4 untimed ones, which pay for allocation and warm-up)."""
     from ..train import Trainer, TrainConfig
@@ -92,7 +119,7 @@ def _steps_in(name: str, dataset, minutes: float, batch_size: int | None, seed: 
         defaults = dict(registry.get(name).TRAIN_DEFAULTS)
         cfg = _apply_train(TrainConfig(), {**defaults, "epochs": None, "max_steps": steps, "progress": False,
                                            "seed": seed, "batch_size": batch_size}, [])
-        trainer = Trainer(build(name, dataset, None, [], seed), dataset, cfg, None)
+        trainer = Trainer(build(name, dataset, None, list(model_sets), seed), dataset, cfg, None)
         t0 = time.perf_counter()
         trainer.fit()
         return time.perf_counter() - t0
@@ -102,7 +129,8 @@ def _steps_in(name: str, dataset, minutes: float, batch_size: int | None, seed: 
     return max(1, int(0.9 * 60 * minutes / per_step))
 
 
-def _train_sets(name: str, dataset, minutes: float, steps: int | None, batch_size: int | None, seed: int):
+def _train_sets(name: str, dataset, minutes: float, steps: int | None, batch_size: int | None, seed: int,
+                model_sets=()):
     """(train overrides, train --set values) of one run, as the command line would give them."""
     overrides = {"epochs": None, "seed": seed, "batch_size": batch_size}
     sets = ["epochs=null"]
@@ -111,11 +139,12 @@ def _train_sets(name: str, dataset, minutes: float, steps: int | None, batch_siz
     else:
         overrides["max_minutes"] = minutes
         if _needs_plan(name):
-            sets.append(f"max_steps={_steps_in(name, dataset, minutes, batch_size, seed)}")
+            sets.append(f"max_steps={_steps_in(name, dataset, minutes, batch_size, seed, model_sets)}")
     return overrides, sets
 
 
-def _command(name: str, spec: str, run_dir: Path, overrides: dict, sets: list[str], prior_of: Path | None = None) -> str:
+def _command(name: str, spec: str, run_dir: Path, overrides: dict, sets: list[str], prior_of: Path | None = None,
+             model_sets=()) -> str:
     parts = ["aezoo train", name]
     parts += [f"--prior-of {prior_of}"] if prior_of else [f"--data {_quote(spec)}"]
     parts.append(f"--out {run_dir}")
@@ -125,6 +154,7 @@ def _command(name: str, spec: str, run_dir: Path, overrides: dict, sets: list[st
         parts.append(f"--seed {overrides['seed']}")
     if overrides.get("batch_size"):
         parts.append(f"--batch-size {overrides['batch_size']}")
+    parts += [f"--set {shlex.quote(s)}" for s in model_sets]
     parts += [f"--set train.{s}" for s in sets if s != "epochs=null" or overrides.get("max_minutes") is None]
     return " ".join(parts)
 
@@ -157,26 +187,28 @@ def _begin_anew(run_dir: Path) -> None:
         shutil.rmtree(run_dir)
 
 
-def _train_one(name, spec, dataset, run_dir: Path, minutes, steps, batch_size, seed, progress) -> list[str]:
+def _train_one(name, spec, dataset, run_dir: Path, minutes, steps, batch_size, seed, progress,
+               model_sets=()) -> list[str]:
     """Train (or resume) one run, and its prior for a two-stage family; the commands that do it. A run begun
     earlier keeps the step plan it was begun with (a resumed run must match an uninterrupted one)."""
     two_stage = registry.get(name).discrete_codes  # its samples need a prior over the codes
     share = (1 - PRIOR_SHARE) if two_stage and steps is None else 1.0
     state = _status(run_dir)
     if state == "new":
-        overrides, sets = _train_sets(name, dataset, minutes * share, steps, batch_size, seed)
+        overrides, sets = _train_sets(name, dataset, minutes * share, steps, batch_size, seed, model_sets)
     else:
         planned = read_json(run_dir / "run.json").get("train", {}).get("max_steps")
         overrides = {"epochs": None, "seed": seed, "batch_size": batch_size}
         overrides.update({} if steps is not None else {"max_minutes": minutes * share})
         sets = ["epochs=null"] + ([f"max_steps={planned}"] if planned else [])
-    commands = [_command(name, spec, run_dir, overrides, sets)]
+    commands = [_command(name, spec, run_dir, overrides, sets, model_sets=model_sets)]
     if state == "partial":
         _say(f"resuming {run_dir.name} from its last checkpoint")
     if state == "new":
         _begin_anew(run_dir)
     if state != "trained":
-        train_run(name if state == "new" else None, spec, str(run_dir), model_overrides=[],
+        train_run(name if state == "new" else None, spec, str(run_dir),
+                  model_overrides=list(model_sets) if state == "new" else [],
                   train_overrides=overrides, train_sets=sets if state == "new" else [], resume=state == "partial",
                   progress=progress, dataset=dataset)
     if two_stage:
@@ -196,8 +228,9 @@ def _train_one(name, spec, dataset, run_dir: Path, minutes, steps, batch_size, s
 
 def run_compare(data_spec: str, out: str, *, minutes: float = 5.0, steps: int | None = None, models: str | None = None,
                 seeds: int = 1, batch_size: int | None = None, samples: int = 5000, items: int | None = None,
-                data_dir: str | None = None, progress: bool = True) -> Path:
-    """Train, evaluate and rank; returns the path of ``leaderboard.md``."""
+                data_dir: str | None = None, progress: bool = True, sets: list[str] = ()) -> Path:
+    """Train, evaluate and rank; returns the path of ``leaderboard.md``. ``sets``: ``NAME.KEY=VALUE`` model
+    settings of the compared families (see :func:`family_sets`)."""
     if not minutes > 0 and steps is None:
         raise UserError("--minutes must be positive")
     if steps is not None and steps < 1:
@@ -207,10 +240,11 @@ def run_compare(data_spec: str, out: str, *, minutes: float = 5.0, steps: int | 
     if samples < 1 or (items is not None and items < 1) or (batch_size is not None and batch_size < 1):
         raise UserError("--samples, --items and --batch-size must be at least 1")
     names = families(models)
+    by_family = family_sets(list(sets), names)
     out_dir = Path(out)
     check_output_dir(out_dir)
     settings = {"data": data_spec, "minutes": None if steps else minutes, "steps": steps, "models": names,
-                "seeds": seeds, "batch_size": batch_size, "samples": samples, "items": items}
+                "seeds": seeds, "batch_size": batch_size, "samples": samples, "items": items, "sets": by_family}
     state_file = out_dir / "compare.json"
     if state_file.is_file():
         if read_json(state_file).get("settings") != settings:
@@ -219,10 +253,12 @@ def run_compare(data_spec: str, out: str, *, minutes: float = 5.0, steps: int | 
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"{out}: exists and is not an aezoo compare folder; choose a new --out")
     dataset = data_mod.load(data_spec, data_dir, progress)  # a bad spec leaves nothing behind
+    skipped = {n: _fits(n, dataset, by_family.get(n, [])) for n in names}  # so do bad settings
     with one_writer(out_dir):
         make_dir(out_dir)
         write_json(state_file, {"settings": settings})
-        results = _run_all(names, dataset, out_dir, minutes, steps, seeds, batch_size, samples, items, progress)
+        results = _run_all(names, dataset, out_dir, minutes, steps, seeds, batch_size, samples, items, progress,
+                           skipped, by_family)
         write_json(out_dir / "leaderboard.json", {"settings": settings, "machine": _machine(), "runs": results,
                                                    "summary": summarise(results)})
         md = leaderboard_markdown(results, settings)
@@ -241,10 +277,10 @@ def _say(msg: str) -> None:
     print(f"aezoo compare: {msg}", file=sys.stderr, flush=True)
 
 
-def _run_all(names, dataset, out_dir: Path, minutes, steps, seeds, batch_size, samples, items, progress) -> list[dict]:
+def _run_all(names, dataset, out_dir: Path, minutes, steps, seeds, batch_size, samples, items, progress, skipped,
+             model_sets) -> list[dict]:
     runs = [(n, s) for n in names for s in range(seeds)]
     results, t_start, done_train = [], time.perf_counter(), 0
-    skipped = {n: _fits(n, dataset) for n in names}
     todo = [(n, s) for n, s in runs if skipped[n] is None]
     for i, (name, seed) in enumerate(runs, 1):
         if skipped[name] is not None:
@@ -262,7 +298,8 @@ def _run_all(names, dataset, out_dir: Path, minutes, steps, seeds, batch_size, s
         eta = "" if steps else f"; {left * minutes:.1f} min of training left with this one"
         _say(f"[{i}/{len(runs)}] training {name} seed {seed} "
              f"({f'{steps} steps' if steps else f'{minutes:g} min'}{eta}) into {run_dir}")
-        commands = _train_one(name, dataset.spec, dataset, run_dir, minutes, steps, batch_size, seed, progress)
+        commands = _train_one(name, dataset.spec, dataset, run_dir, minutes, steps, batch_size, seed, progress,
+                              model_sets.get(name, []))
         done_train += 1
         _say(f"[{i}/{len(runs)}] evaluating {name} seed {seed}")
         model = load_model(run_dir)
@@ -440,4 +477,4 @@ def _views(out_dir: Path, dataset, results: list[dict]):
         yield "Interpolations", "A linear path in code space between the same two test items, ends included.", paths
 
 
-__all__ = ["run_compare", "families", "summarise", "leaderboard_markdown"]
+__all__ = ["run_compare", "families", "family_sets", "summarise", "leaderboard_markdown"]

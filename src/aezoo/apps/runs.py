@@ -30,13 +30,18 @@ from ..train import TrainConfig, Trainer, distributed
 
 def build(model_name: str, dataset: data_mod.Dataset, preset: str | None, model_overrides: list[str],
           seed: int = 0) -> Model:
-    """A new model for ``dataset``: defaults, then the preset, then ``--set`` overrides, validated once;
-    its weights are initialised under ``seed``."""
-    cls = get_model_class(model_name)
-    config = make_config(cls, preset, {"input_shape": list(dataset.shape), "data_kind": dataset.kind,
-                                       "vocabulary": list(dataset.meta.get("vocabulary", ()))}, model_overrides)
+    """A new model for ``dataset`` (its config: :func:`new_config`); its weights are initialised under ``seed``."""
+    config = new_config(model_name, dataset, preset, model_overrides)
     with seeded(seed):
-        return cls(config)
+        return get_model_class(model_name)(config)
+
+
+def new_config(model_name: str, dataset: data_mod.Dataset, preset: str | None, model_overrides: list[str]):
+    """The config of a new model for ``dataset``: defaults, then the preset, then ``--set`` overrides,
+    validated once; nothing is imported or built yet."""
+    return make_config(get_model_class(model_name), preset, {
+        "input_shape": list(dataset.shape), "data_kind": dataset.kind,
+        "vocabulary": list(dataset.meta.get("vocabulary", ()))}, model_overrides)
 
 
 def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset: str | None = None,
