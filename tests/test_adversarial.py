@@ -64,15 +64,45 @@ def test_the_equilibrium_rule_pauses_the_side_that_is_ahead(real, fake, expected
     assert equilibrium_updates(real, fake, 0.68, -1.0) == (True, True)
 
 
-def test_vaegan_routes_the_gan_term_to_the_decoder_only():
+@pytest.mark.parametrize("on_recon", [False, True])
+def test_vaegan_routes_the_gan_term_to_the_decoder_only(on_recon):
+    """Summed over every loss of the step (Sums), with and without the GAN on reconstructions (with it, the
+    GAN term has a path to the encoder through x~ = Dec(Enc(x)) that the step must cut)."""
     x = torch.rand(16, 1, 8, 8)
-    m = vaegan(margin=-1.0)
-    a, _ = step(m, x)
-    with torch.no_grad():  # the head reads Dis_l but does not shape it: only the GAN term changes
-        m.discriminator.head[-1].weight.mul_(-3.0)
-    b, _ = step(m, x)
-    assert same(a.grads["encoder"], b.grads["encoder"]), "the GAN loss reached the encoder"
-    assert not same(a.grads["decoder"], b.grads["decoder"]), "the GAN loss does not reach the decoder"
+    m = vaegan(margin=-1.0, gan_on_recon=on_recon)
+    grads = []
+    for _ in range(2):
+        ctx = Sums(m)
+        torch.manual_seed(0)
+        m.training_step(Batch(x), ctx)
+        grads.append(ctx.grads)
+        with torch.no_grad():  # the head reads Dis_l but does not shape it: only the GAN term changes
+            m.discriminator.head[-1].weight.mul_(-3.0)
+    a, b = grads
+    assert same(a["encoder"], b["encoder"]), "the GAN loss reached the encoder"
+    assert not same(a["decoder"], b["decoder"]), "the GAN loss does not reach the decoder"
+
+
+@pytest.mark.parametrize("on_recon", [False, True])
+def test_vaegan_encoder_gets_exactly_the_prior_and_feature_gradient(on_recon):
+    """Summed over the step, the encoder's gradient is that of L_prior + L_llike alone (no gamma L_llike
+    from the decoder's loss, no GAN term), recomputed from the step's own q and z."""
+    x = torch.rand(16, 1, 8, 8)
+    m = vaegan(margin=-1.0, gan_on_recon=on_recon)
+    seen = {}
+    # the first encoder output (q's parameters) and the first decoder input (z), kept; the hooks return None
+    m.encoder.register_forward_hook(lambda mod, i, out: None if "h" in seen else seen.update(h=out))
+    m.decoder_input.register_forward_pre_hook(lambda mod, args: None if "z" in seen else seen.update(z=args[0]))
+    ctx = Sums(m)
+    torch.manual_seed(0)
+    m.training_step(Batch(x), ctx)
+    mean, logvar = seen["h"].chunk(2, -1)
+    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
+    b = len(x)
+    f = m.discriminator.features(torch.cat([m.generate(seen["z"]), 2 * x - 1]))
+    llike = 0.5 * (f[:b] - f[b:]).pow(2).sum(1).mean()
+    want = torch.autograd.grad(kl + llike, ctx.groups["encoder"], allow_unused=True)
+    assert same(ctx.grads["encoder"], want), "the encoder's gradient is not L_prior + L_llike's alone"
 
 
 def test_vaegan_feature_loss_reaches_the_encoder():
