@@ -1,6 +1,6 @@
 """Training stability of the adversarial models over seeds, not only their best run.
 
-    .venv/bin/python bench/stability.py [--models vaegan acai alae] [--seeds 3] [--minutes 2.5] [--threads 2]
+    .venv/bin/python bench/stability.py [--models vaegan acai alae] [--seeds 3] [--minutes 2.5] [--steps N] [--threads 2]
 
 Each model trains on Fashion-MNIST for ``--minutes`` per seed (its CPU default config and batch size), one
 run after another. Besides the families, ``--models`` takes the variants in ``VARIANTS``: each paper's
@@ -90,8 +90,8 @@ def make(name: str, ds, seed: int):
 def one_run(name: str, seed: int, ds, a, root: Path) -> dict:
     model, family = make(name, ds, seed)
     batch = registry.get(family).TRAIN_DEFAULTS.get("batch_size", 64)
-    cfg = aezoo.TrainConfig(epochs=None, max_minutes=a.minutes, batch_size=batch, seed=seed, threads=a.threads,
-                            checkpoint_every=0, progress=sys.stderr.isatty())
+    cfg = aezoo.TrainConfig(epochs=None, max_minutes=a.minutes, max_steps=a.steps, batch_size=batch, seed=seed,
+                            threads=a.threads, checkpoint_every=0, progress=sys.stderr.isatty())
     run_dir = root / f"{name}-seed{seed}"
     row = {"model": name, "seed": seed}
     try:
@@ -137,6 +137,8 @@ def main() -> int:
     p.add_argument("--models", nargs="+", default=["vaegan", "acai"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--minutes", type=float, default=2.5)
+    p.add_argument("--steps", type=int, default=None,
+                   help="also stop each run at this many steps (equal steps; give --minutes room)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--out", default="bench/results/stability.json")
@@ -154,7 +156,8 @@ def main() -> int:
             "dis_fake_cost", "critic_loss", "critic_on_mix", "d_loss", "g_loss", "latent_mse", "recon_mse",
             "fd_recon", "sample_fd", "sample_recall", "sample_spread", "collapsed"]
     cols = [c for c in cols if any(c in r for r in rows)]
-    print(f"\nStability on {a.data}: {a.minutes} min per run, each family's batch size, seeds 0..{a.seeds - 1}\n")
+    budget = f"{a.minutes} min" + (f" or {a.steps} steps" if a.steps else "")
+    print(f"\nStability on {a.data}: {budget} per run, each family's batch size, seeds 0..{a.seeds - 1}\n")
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
