@@ -17,7 +17,7 @@ from aezoo.apps.compare import _status
 @needs_fmnist
 def test_tiny_compare_ranks_three_families(tmp_path):
     out = tmp_path / "cmp"
-    r = run_cli("compare", "--data", "fashion-mnist?limit=2000", "--out", out, "--minutes", "0.05",
+    r = run_cli("compare", "--data", "fashion-mnist?limit=1000", "--out", out, "--minutes", "0.05",
                 "--models", "ae,vae,acai", "--samples", "200", "--items", "500", "--quiet")
     assert r.returncode == 0, r.stderr
     assert "[2/3] training vae seed 0" in r.stderr and "leaderboard written" in r.stderr
@@ -26,7 +26,7 @@ def test_tiny_compare_ranks_three_families(tmp_path):
     assert set(runs) == {"ae", "vae", "acai"}
     for name, run in runs.items():
         assert run["items"] == 500 and run["sample_items"] == 200  # the same items and draws for every model
-        assert run["commands"][0].startswith(f"aezoo train {name} --data \"fashion-mnist?limit=2000\"")
+        assert run["commands"][0].startswith(f"aezoo train {name} --data \"fashion-mnist?limit=1000\"")
         assert run["features"] == "fmnist-classifier"
         assert "gmm_sample_fd" in run  # every family here decodes codes: a mixture sampler each
         assert (out / f"{name}-seed0" / "gmm.safetensors").is_file()
