@@ -1,38 +1,22 @@
 """NVAE: a deep hierarchical VAE of residual cells.
 
-Vahdat & Kautz, "NVAE: A deep hierarchical variational autoencoder", NeurIPS 2020 (arXiv:2007.03898);
-written from the paper (the authors' code is under a non-commercial licence and was not used). Latent
-groups z_1..z_L sit at two or more scales. A bottom-up encoder of residual cells (BN-Swish-conv3x3
-twice, squeeze-and-excitation) gives one feature map per group; a top-down decoder of inverted residual
-cells (1x1 expansion, depthwise 5x5, 1x1) starts from a learned map and, group after group, takes the
-prior p(z_l | z_<l) from its state (N(0, I) for the top group), the posterior q(z_l | x, z_<l) relative
-to that prior (residual normal, eq. 2, means and log-variances soft-clamped), adds z_l to its state and
-upsamples between scales. The KL of each group is analytic. Training follows sec. 3.2 and app. A:
+Vahdat & Kautz, NeurIPS 2020 (arXiv:2007.03898), written from the paper (the authors' code is under a
+non-commercial licence and was not used). Latent groups z_1..z_L at two or more scales: a bottom-up
+encoder of residual cells gives one feature map per group; a top-down decoder of inverted residual cells
+takes, group after group, the prior p(z_l | z_<l) from its state and the posterior relative to it
+(residual normal, eq. 2, soft-clamped); each group's KL is analytic. Training (sec. 3.2, app. A): the KL
+weight rises from ``kl_min`` to 1 over the first ``kl_warmup`` of the run (``StepContext.progress``: of
+its planned steps or of its ``--max-minutes``, so a cut run ends on the full objective), with KL balancing
+during the warm-up; a spectral penalty ``sr_lambda`` on every convolution and batch-norm scale; Adamax lr
+1e-2, eps 1e-3, weight decay 3e-4 (the authors' script), warm-up then cosine decay (``TRAIN_DEFAULTS``).
+Likelihood: Bernoulli for binary data, else a discretised logistic mixture. Sampling re-estimates the
+decoder's batch-norm statistics from ``bn_samples`` draws at the temperature, as the paper does.
 
-- KL warm-up: the KL weight rises linearly from ``kl_min`` to 1 over the first ``kl_warmup`` of the run,
-  measured in its planned steps or, on a time budget, in its minutes (``StepContext.progress``), so a run
-  cut by ``--max-minutes`` still ends on the full objective;
-- KL balancing during the warm-up: group l's KL is weighted by gamma_l, proportional to its batch-mean
-  KL divided by its size, normalised to sum to L (the authors' correction of app. A: inverse to the
-  size), so groups with little KL are pushed to carry information;
-- spectral regularisation: ``sr_lambda`` times the sum of the largest singular values of every
-  convolution (power iteration) and of every batch norm's scale (its largest |gamma|);
-- Adamax, lr 1e-2, eps 1e-3, weight decay 3e-4 (the authors' training script), with a linear warm-up
-  and cosine decay (``TRAIN_DEFAULTS``; over the planned steps or, on a time budget, its minutes).
-
-Likelihoods: Bernoulli for binary data (use ``fashion-mnist?binarize=dynamic``), a discretised mixture of
-logistics for greyscale or colour. Sampling draws z_l ~ N(mu_p, (t sigma_p)^2) and first re-estimates
-the decoder's batch-norm statistics from ``bn_samples`` draws at that temperature, as the paper does.
-
-Preset ``vahdat2020-mnist`` is the paper's MNIST model (app. A, Table 6): 32 initial channels, two
-down-sampling pre-processing blocks, 2 scales (8x8, 4x4) of 5 groups of 20 channels, one cell per group,
-sr_lambda 1e-2, KL warm-up over 30% of training. The CPU default keeps the structure at 16 initial
-channels, 2 groups per scale, decoder cells expanding 3x and no residual cells in the pre/post-processing
-blocks (the full-resolution cells cost most of a CPU step), several times cheaper per step (BENCHMARKS.md). Guards against NaN (the official code's users
-report them, mostly from exploding KL in early training): soft clamping, fp32 densities, the spectral
-penalty, and a clamp of every log-variance (:class:`~aezoo.nn.distributions.DiagonalGaussian`).
-It takes no networks of yours (no ``PARTS``): its encoder and decoder are not two networks with a code
-between them, but cells interleaved group by group with the posterior and prior of every latent group.
+Preset ``vahdat2020-mnist`` is the paper's MNIST model (app. A, Table 6). The CPU default keeps its
+structure at 16 initial channels, 2 groups per scale, decoder cells expanding 3x and no full-resolution
+pre/post-processing cells, which cost most of a CPU step. NaN guards: soft clamping, fp32 densities, the
+spectral penalty, clamped log-variances. It takes no networks of yours (no ``PARTS``): its encoder and
+decoder are cells interleaved group by group with every group's prior and posterior.
 """
 
 from __future__ import annotations

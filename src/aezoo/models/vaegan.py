@@ -1,36 +1,23 @@
 """VAE-GAN: a VAE whose reconstruction error is measured in a discriminator's features.
 
-Larsen, Sonderby, Larochelle & Winther, "Autoencoding beyond pixels using a learned similarity metric",
-ICML 2016 (arXiv:1512.09300). An encoder gives q(z|x) = N(mu, sigma^2); a decoder (the GAN's generator)
-maps z to x~ = Dec(z); a discriminator Dis sees real items x, reconstructions x~ and prior samples
-x_p = Dec(z_p), z_p ~ N(0, I). Reconstruction is a Gaussian likelihood of the l-th discriminator layer:
-L_llike = 0.5 ||Dis_l(x~) - Dis_l(x)||^2 (eq. 9). From one step (Algorithm 1):
+Larsen, Sonderby, Larochelle & Winther, ICML 2016 (arXiv:1512.09300). Encoder q(z|x) = N(mu, sigma^2),
+decoder (the GAN's generator) x~ = Dec(z), discriminator Dis; reconstruction is a Gaussian likelihood of
+the l-th discriminator layer, L_llike = 0.5 ||Dis_l(x~) - Dis_l(x)||^2 (eq. 9). One step (Algorithm 1):
+the encoder learns L_prior + L_llike; the decoder gamma L_llike - L_GAN (the GAN term never reaches the
+encoder); the discriminator L_GAN = -log D(x) - log(1 - D(x_p)), x_p = Dec(z_p), z_p ~ N(0, I).
 
-- encoder: L_prior + L_llike (L_prior = KL(q(z|x) || N(0, I)));
-- decoder: gamma L_llike - L_GAN, the GAN term only through generated items (it never reaches the encoder);
-- discriminator: L_GAN = -log D(x) - log(1 - D(x_p)); the feature loss does not train it.
+Settings of the authors' final code (andersbll/autoencoding_beyond_pixels @24aa0f2, CIFAR script): the
+GAN sees real items and prior samples only (``gan_on_recon`` adds x~, as Algorithm 1 does); real and
+generated items weigh ``real_weight`` = 0.5; Dis_l is the third convolution before its batch norm; the
+decoder's GAN term is the minimax log(1 - D); an equilibrium rule pauses whichever side is ahead by
+``margin``; RMSprop lr 0.025 / 64, batch 64; their weight decay 1e-5 of summed losses, 2 x 1e-5 / 64 of
+our mean losses, on convolution and affine weights only. Features come from a discriminator pass over
+(x~, x), the GAN from one over (x, x_p), reconstructions and samples decoded in separate passes.
 
-Settings from the authors' final code (andersbll/autoencoding_beyond_pixels @24aa0f2, its 32x32 CIFAR
-script): the GAN sees real items and prior samples only (``discriminate_ae_recon=False`` there; the paper's
-Algorithm 1 also feeds it x~, which ``gan_on_recon`` restores); real and generated items weigh
-``real_weight`` = 0.5 each in L_GAN; Dis_l is the third convolution's output before its batch norm; the
-decoder's GAN term is the minimax one, log(1 - D); an equilibrium rule skips the discriminator's update
-while it wins by a margin (either cost below ``equilibrium - margin``) and the decoder's while it loses by
-one (either cost above ``equilibrium + margin``), both if both would be skipped; RMSprop, lr 0.025 / 64,
-batch 64; weight decay 1e-5 on convolution and affine weights only (not on biases, batch norms or the
-latent heads) of losses summed over the batch, which is 2 x 1e-5 / 64 here, where losses are batch means.
-As there, the features come from their own discriminator pass over (x~, x) and the GAN's from one over
-(x, x_p), and reconstructions and prior samples are decoded in separate passes (each batch norm sees its
-own kind of items).
-
-Preset ``larsen2016`` is that network: encoder 5x5 stride-2 convolutions 64-128-256 and a 1024-unit
-layer, latent 256; decoder 192-128-32 transposed convolutions; discriminator 32 (stride 1)-128-192-256
-and a 512-unit layer; gamma 1e-5. The CPU default halves the encoder, uses latent 64 and thinner
-decoder and discriminator convolutions (64-32-16; 16-32-64-128), 5x cheaper per step (BENCHMARKS.md).
-Not reproduced: the repo's learning rate decays over 200 epochs ((e/200)^0.75 from 0.025 to 1e-5, per 64
-items), which is nearly constant over a CPU run; ``train.schedule`` offers a decay. No ELBO: the
-likelihood is over discriminator features, not pixels, so ``aezoo eval`` reports pixel error and
-Frechet distances of samples and reconstructions instead.
+Preset ``larsen2016`` is that network (latent 256). The CPU default halves the encoder, uses latent 64 and
+thinner decoder and discriminator convolutions, several times cheaper per step. Not reproduced: the repo's
+lr decay over 200 epochs, nearly constant over a CPU run (``train.schedule`` offers one). No ELBO: ``aezoo
+eval`` reports pixel error and Frechet distances instead.
 """
 
 from __future__ import annotations
