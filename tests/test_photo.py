@@ -4,6 +4,7 @@ seams), the shipped models and the commands that use them."""
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from conftest import run_cli, run_cli_many
@@ -137,8 +138,29 @@ def test_the_colour_noise_map_has_a_level_per_channel():
     one = side.clone()
     one[:, 2] = 0.3  # only the blue channel's level differs
     assert not torch.allclose(m._run(x, side), m._run(x, one))
+    seen = []
+    m.body[0].register_forward_pre_hook(lambda mod, args: seen.append(args[0][:, 12:].detach()))
+    m._run(x, one)  # the network reads each channel's own level, at half resolution
+    assert torch.allclose(seen[0], torch.tensor([0.1, 0.1, 0.3]).view(1, 3, 1, 1).expand(1, 3, 16, 16))
     assert not torch.allclose(m.restore(x, sigma=0.05), m.restore(x, sigma=0.3))
     assert torch.allclose(m.restore(x), m.restore(x, sigma=m.noise_level(x)))  # not told: estimated
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_training_tells_the_network_the_noise_level_it_added(channels):
+    m = tiny_model(channels=channels).train()
+    x = torch.rand(6, channels, 64, 64)
+    seen = []
+    m.body[0].register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach()))
+    torch.manual_seed(3)
+    m.loss(Batch(x), LossStep())
+    torch.manual_seed(3)
+    sigma = torch.rand(6) * m.config.sigma_max  # the step's first draw: one level per item
+    inp = seen[0]
+    levels = inp[:, 4 * channels:]  # the noise map: every channel, every position, the item's sigma
+    assert levels.shape[1] == channels and torch.allclose(levels, sigma.view(6, 1, 1, 1).expand_as(levels))
+    noise = F.pixel_shuffle(inp[:, : 4 * channels], 2) - x  # the corruption the network sees
+    assert torch.allclose(noise.flatten(1).std(1), sigma, rtol=0.05, atol=1e-3)
 
 
 @pytest.mark.parametrize("task,channels,net", [("denoise", 1, 1), ("denoise", 3, 1), ("inpaint", 1, 1),
