@@ -25,6 +25,7 @@ import html
 import json
 import math
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -181,8 +182,6 @@ def _begin_anew(run_dir: Path) -> None:
     """Remove a run folder of this comparison that has nothing to resume (killed before its first checkpoint,
     possibly before its run.json), so that it trains from the start; ``train --overwrite`` would refuse a
     folder without run.json. The folder is the comparison's own (its name, inside the comparison's --out)."""
-    import shutil
-
     if run_dir.exists():
         shutil.rmtree(run_dir)
 

@@ -25,19 +25,25 @@ SHIPPED_COLOUR = "photo-denoise-colour"  # the denoiser of colour pictures, wher
 SHIPPED_FROM = "the shipped photo model"
 
 
+def _shipped_name(inpaint: bool, colour: bool = False) -> str:
+    """The folder under aezoo/weights of the shipped model for the task: for colour pictures the colour
+    denoiser where it is installed, else the greyscale model (which restores colour in opponent colours)."""
+    from importlib.resources import files
+
+    if colour and not inpaint and (files("aezoo") / "weights" / SHIPPED_COLOUR / "model.safetensors").is_file():
+        return SHIPPED_COLOUR
+    return SHIPPED[inpaint]
+
+
 def shipped_model(inpaint: bool, colour: bool = False) -> Restorer:
-    """The pretrained photo denoiser or inpainter that ships with the package (see aezoo/weights/README.md).
-    ``colour``: the one for colour pictures, the colour denoiser where it is installed, else the greyscale
-    model (which restores colour pictures in opponent colours)."""
+    """The pretrained photo denoiser or inpainter that ships with the package (see aezoo/weights/README.md);
+    ``colour``: the one for colour pictures (:func:`_shipped_name`)."""
     from importlib.resources import files
 
     from ..models.base import load_model
 
-    weights = files("aezoo") / "weights"
-    name = SHIPPED[inpaint]
-    if colour and not inpaint and (weights / SHIPPED_COLOUR / "model.safetensors").is_file():
-        name = SHIPPED_COLOUR
-    where = weights / name
+    name = _shipped_name(inpaint, colour)
+    where = files("aezoo") / "weights" / name
     if not (where / "model.safetensors").is_file():
         raise UserError(f"the shipped {name} model is not installed with this copy of aezoo; "
                         "give a run directory of 'aezoo train photo' instead")
@@ -245,7 +251,8 @@ def denoise(inputs: list[str], out: str, *, noise: str | None = None, sigma: flo
         return metrics
     pictures = [(p, read_for(model, p)) for p in inputs]  # read all first: a bad file writes nothing
     colour_model = model  # the shipped models: the colour denoiser (where installed) for colour pictures
-    if run_dir == SHIPPED_FROM and any(img.shape[0] == 3 for _, img in pictures):
+    if run_dir == SHIPPED_FROM and any(img.shape[0] == 3 for _, img in pictures) and \
+            _shipped_name(False, colour=True) != SHIPPED[False]:  # loaded once more only when it is another model
         colour_model = shipped_model(False, colour=True)
     for i, (path, img) in enumerate(pictures):
         stem = Path(path).stem
