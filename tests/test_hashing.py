@@ -277,6 +277,12 @@ def test_tfidf_text_input_and_its_squared_error_loss():
     assert torch.allclose(out.loss, want, atol=1e-4)
     rec = m(x)
     assert (rec >= 0).all() and torch.allclose(rec.sum(1), x.sum(1))
+    # the decoder's outputs for the first document all negative, for the second one positive word: the first
+    # gets every word an equal share of its length, the second all of its length on that word
+    out = torch.tensor([[-3.0, -1, -2, -5, -1], [-1.0, -2, 4, -1, -3]])
+    m.decoder_output = lambda code: out
+    rec = m(x)
+    assert torch.allclose(rec, torch.tensor([[0.6, 0.6, 0.6, 0.6, 0.6], [0.0, 0, 4, 0, 0]]))
     # the IDF weights are saved with the model
     assert "idf" in m.state_dict()
 

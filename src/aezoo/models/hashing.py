@@ -215,11 +215,14 @@ class SemanticHash(Autoencoder):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The reconstruction: pixels, values, or for text the words' proportions (expected counts of a
         one-word document). A TF-IDF reconstruction becomes proportions by dividing out the IDF weights
-        (negative values clipped to 0)."""
+        (negative values clipped to 0; a reconstruction with no positive value at all gives every word the
+        same share, so proportions always sum to 1)."""
         out = self.decoder_output(z)
         if self.config.tfidf_text and self.likelihood.name == "gaussian":
             tf = (out / self.idf).clamp_min(0)
-            return tf / tf.sum(-1, keepdim=True).clamp_min(1e-12)
+            total = tf.sum(-1, keepdim=True)
+            tf = torch.where(total > 0, tf, torch.ones_like(tf))
+            return tf / tf.sum(-1, keepdim=True)
         return self.likelihood.mean(out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
