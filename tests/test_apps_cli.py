@@ -138,7 +138,7 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
 
 
 def test_demo_writes_the_combined_report(tmp_path):
-    r = run_cli("demo", "--data", "digits", "--out", tmp_path / "demo", "--minutes", "0.6", "--quiet")
+    r = run_cli("demo", "--data", "digits", "--out", tmp_path / "demo", "--minutes", "0.3", "--quiet")
     assert r.returncode == 0, r.stderr
     assert "Warning" not in r.stderr, r.stderr  # nothing of ours (or reached through us) warns the user
     html = (tmp_path / "demo" / "report.html").read_text()
