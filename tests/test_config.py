@@ -71,13 +71,13 @@ def test_the_training_config_holds_the_one_learning_rate_and_earlier_saves_with_
     import torch
 
     from aezoo.apps.runs import train_run
-    from aezoo.models.base import preset_train
+    from aezoo.models.base import train_defaults
     from aezoo.registry import get
 
     tiny = dict(depth=4, scales=2, latent_dim=3)
     with pytest.raises(UserError, match="unknown acai config key 'lr'"):
         aezoo.create("acai", input_shape=(1, 8, 8), lr=1e-4, **tiny)
-    assert preset_train(get("acai"), "berthelot2019") == {"lr": 1e-4} and preset_train(get("acai"), None) == {}
+    assert train_defaults(get("acai"), "berthelot2019") == {"lr": 1e-4} and train_defaults(get("acai"), None) == {}
     assert "train" not in to_dict(aezoo.make_config(get("acai"), "berthelot2019"))
     m = aezoo.create("acai", input_shape=(1, 8, 8), seed=0, **tiny)
     aezoo.save(m, tmp_path / "model")
@@ -98,3 +98,28 @@ def test_the_training_config_holds_the_one_learning_rate_and_earlier_saves_with_
               eval_options={"metrics": []})
     run = json.loads((out / "run.json").read_text())
     assert run["train"]["lr"] == 2e-4 and run["optimizers"]["autoencoder"]["lr"] == 2e-4
+
+
+def test_a_library_trainer_gets_the_family_and_preset_training_settings_unless_given_a_config(tmp_path):
+    """aezoo.train_config(model) is what `aezoo train` would use: the family's schedule, then the preset's
+    learning rate, then the caller's fields; Trainer(model, data) without a config uses it; a TrainConfig
+    built by hand is used as it is."""
+    import torch
+
+    from aezoo.data import Dataset, Split
+
+    tiny = dict(depth=4, scales=2, latent_dim=3)
+    acai = aezoo.create("acai", preset="berthelot2019", input_shape=(1, 8, 8), **tiny)
+    assert acai.preset == "berthelot2019" and aezoo.train_config(acai).lr == 1e-4
+    assert aezoo.train_config(acai, lr=3e-4, epochs=2).lr == 3e-4
+    assert aezoo.train_config(aezoo.create("acai", input_shape=(1, 8, 8), **tiny)).lr is None
+    nvae = aezoo.train_config(aezoo.create("nvae", input_shape=(1, 8, 8)), batch_size=16)
+    assert (nvae.schedule, nvae.warmup_steps, nvae.min_lr_ratio, nvae.batch_size) == ("cosine", 200, 0.01, 16)
+    with pytest.raises(UserError, match="unknown train config key 'learning_rate'"):
+        aezoo.train_config(acai, learning_rate=1e-3)
+    with pytest.raises(UserError, match="epochs"):
+        aezoo.train_config(acai, epochs=0)
+    x = torch.rand(128, 1, 8, 8)
+    data = Dataset("tensors", "image", Split(x), Split(x[:32]), Split(x[:32]))
+    assert aezoo.Trainer(acai, data, run_dir=None).config == aezoo.train_config(acai)
+    assert aezoo.Trainer(acai, data, aezoo.TrainConfig(epochs=1), run_dir=None).config.lr is None

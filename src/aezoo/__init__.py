@@ -15,7 +15,7 @@ from .errors import UserError
 from .models.base import Autoencoder, Model, Prior, load_model, make_config, save_model
 from .registry import get as get_model_class
 from .registry import names as list_models
-from .train import TrainConfig, Trainer
+from .train import TrainConfig, Trainer, train_config
 
 
 def create(name: str, preset: str | None = None, seed: int | None = None, **overrides) -> Model:
@@ -31,9 +31,12 @@ def create(name: str, preset: str | None = None, seed: int | None = None, **over
     given, overrides = split_given(cls, overrides)
     config = make_config(cls, preset, overrides)
     if seed is None:
-        return cls(config, **given)
-    with seeded(seed):
-        return cls(config, **given)
+        model = cls(config, **given)
+    else:
+        with seeded(seed):
+            model = cls(config, **given)
+    model.preset = preset  # its training settings: aezoo.train_config(model)
+    return model
 
 
 def load(run_dir: str, map_location: str = "cpu", trust_code: bool = False, **parts) -> Autoencoder:
@@ -46,5 +49,6 @@ def load(run_dir: str, map_location: str = "cpu", trust_code: bool = False, **pa
 
 save = save_model
 
-__all__ = ["__version__", "create", "load", "save", "list_models", "Trainer", "TrainConfig", "UserError", "data",
+__all__ = ["__version__", "create", "load", "save", "list_models", "Trainer", "TrainConfig", "train_config",
+           "UserError", "data",
            "Autoencoder", "Model", "Prior"]

@@ -19,7 +19,7 @@ from ..config import apply_overrides, from_dict, to_dict
 from ..errors import UserError
 from ..eval.metrics import evaluate
 from ..io import cannot_write, check_output_dir, one_writer, read_json, save_image, write_json
-from ..models.base import Autoencoder, Model, Prior, make_config, preset_train, read_config
+from ..models.base import Autoencoder, Model, Prior, make_config, read_config, train_defaults
 from ..models.parts import check_trust
 from ..rng import seeded
 from ..registry import get as get_model_class
@@ -33,7 +33,9 @@ def build(model_name: str, dataset: data_mod.Dataset, preset: str | None, model_
     """A new model for ``dataset`` (its config: :func:`new_config`); its weights are initialised under ``seed``."""
     config = new_config(model_name, dataset, preset, model_overrides)
     with seeded(seed):
-        return get_model_class(model_name)(config)
+        model = get_model_class(model_name)(config)
+    model.preset = preset
+    return model
 
 
 def new_config(model_name: str, dataset: data_mod.Dataset, preset: str | None, model_overrides: list[str]):
@@ -130,7 +132,7 @@ def _prepare(model_name, data_spec, out_dir: Path, preset, model_overrides, trai
         raise UserError("--data is required")
     # the model family's training settings (its paper's schedule), then the user's
     cls = get_model_class(model_name)
-    defaults = {**cls.TRAIN_DEFAULTS, **preset_train(cls, preset)}
+    defaults = train_defaults(cls, preset)
     cfg = _apply_train(TrainConfig(), {**defaults, **{k: v for k, v in (train_overrides or {}).items()
                                                       if v is not None}}, train_sets)
     dataset = dataset or data_mod.load(data_spec, data_dir, progress)

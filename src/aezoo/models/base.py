@@ -114,6 +114,7 @@ class Model(nn.Module):
     PRESETS: ClassVar[dict[str, dict]] = {}  # named sets of config overrides, e.g. a paper's settings
     TRAIN_DEFAULTS: ClassVar[dict] = {}  # TrainConfig fields the family trains with unless the user sets them
     PARTS: ClassVar[dict] = {}  # networks a user may replace: name -> parts.Part (see aezoo.models.parts)
+    preset: str | None = None  # the preset this model was made with (aezoo.create, aezoo train --preset)
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -251,17 +252,18 @@ def make_config(cls: type[Model], preset: str | None = None, overrides: dict | N
         if preset not in cls.PRESETS:
             known = ", ".join(sorted(cls.PRESETS)) or "none"
             raise UserError(f"model {cls.name!r} has no preset {preset!r} (presets: {known})")
-        values.update({k: v for k, v in cls.PRESETS[preset].items() if k != "train"})  # train: see preset_train
+        values.update({k: v for k, v in cls.PRESETS[preset].items() if k != "train"})  # train: see train_defaults
     values.update(overrides or {})
     where = where or f"{cls.name} config"
     config = from_dict(cls.Config, json.loads(json.dumps(values)), where, validate=False)
     return apply_overrides(config, list(sets), where)
 
 
-def preset_train(cls: type[Model], preset: str | None) -> dict:
-    """The TrainConfig fields a preset sets under its ``"train"`` key (e.g. its paper's learning rate); they
-    apply where the family's TRAIN_DEFAULTS do, and the user's settings win."""
-    return dict(cls.PRESETS.get(preset, {}).get("train", {})) if preset else {}
+def train_defaults(cls: type[Model], preset: str | None) -> dict:
+    """The TrainConfig fields the family trains with (its ``TRAIN_DEFAULTS``, e.g. its paper's schedule),
+    then those its preset sets under ``"train"`` (e.g. the paper's learning rate); the user's settings win
+    over both."""
+    return {**cls.TRAIN_DEFAULTS, **(cls.PRESETS.get(preset, {}).get("train", {}) if preset else {})}
 
 
 RETIRED = ("lr",)  # model config keys of earlier versions' saves, now the training config's (train.lr)
@@ -361,4 +363,4 @@ def load_state(model: nn.Module, state: dict, where) -> None:
 
 
 __all__ = ["ModelConfig", "Model", "Autoencoder", "Prior", "Restorer", "Optim", "StepContext", "LossStep", "save_model", "load_model",
-           "copy_model", "make_config", "check_format", "preset_train", "read_config"]
+           "copy_model", "make_config", "check_format", "train_defaults", "read_config"]

@@ -48,7 +48,7 @@ from ..config import to_dict
 from ..data import Dataset, batches, num_batches
 from ..errors import TrainingDiverged, UserError
 from ..io import cannot_write, make_dir, read_json, write_bytes, write_json
-from ..models.base import Model, Optim, load_state, save_model
+from ..models.base import Model, Optim, load_state, save_model, train_defaults
 from ..outputs import Batch
 from ..rng import seeded
 from . import checkpoint as ckpt
@@ -271,8 +271,19 @@ def _step_of(line: str) -> int | None:
     return record.get("step", 0) if isinstance(record, dict) else None
 
 
+def train_config(model: Model, **fields) -> TrainConfig:
+    """The training config ``aezoo train`` gives ``model``: its family's settings (e.g. nvae's warm-up and
+    cosine decay), then its preset's (e.g. acai's ``berthelot2019`` learning rate), then ``fields``.
+    A ``TrainConfig(...)`` you build yourself is used as it is."""
+    from ..config import from_dict
+
+    values = {**train_defaults(type(model), model.preset), **fields}
+    return from_dict(TrainConfig, json.loads(json.dumps(values)), "train config")
+
+
 class Trainer:
-    """Train ``model`` on ``data`` with ``config``, writing everything into ``run_dir``."""
+    """Train ``model`` on ``data`` with ``config`` (default: :func:`train_config` of the model), writing
+    everything into ``run_dir``."""
 
     def __init__(self, model: Model, data: Dataset, config: TrainConfig | None = None,
                  run_dir: str | os.PathLike | None = "runs/run", extra_meta: dict | None = None,
@@ -281,7 +292,7 @@ class Trainer:
         # pictures the trackers (config.log) get at each validation: model -> {name: (H, W, 3) uint8 array}
         self.val_images = val_images
         self.data = data
-        self.config = config or TrainConfig()
+        self.config = config or train_config(model)
         self.config.validate()
         # run_dir=None: train in memory only (no checkpoints, logs or saved model; no resume)
         self.run_dir = Path(run_dir) if run_dir is not None else None
