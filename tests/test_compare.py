@@ -86,11 +86,12 @@ def test_a_killed_compare_reuses_finished_runs_and_resumes_the_unfinished_one(tm
                           ["compare", "--data", "digits", "--out", tmp_path / "x", "--models", "ae,pixelcnn"],
                           ["compare", "--data", "digits", "--out", tmp_path / "y", "--models", "nope"],
                           ["compare", "--data", "digits", "--out", tmp_path / "z", "--seeds", "0"],
-                          ["compare", "--data", "nosuchdata", "--out", tmp_path / "w"])
+                          ["compare", "--data", "nosuchdata", "--out", tmp_path / "w"],
+                          ["compare", "--data", "digits?limit=100", "--out", tmp_path / "v", "--models", "ae"])
     for e, want in zip(errors, ["other settings", "not an autoencoder family", "unknown model 'nope'", "--seeds",
-                                "nosuchdata"]):
+                                "nosuchdata", "fewer than ae's batch size 128"], strict=True):
         assert e.returncode == 2 and e.stderr.startswith("aezoo: error:") and want in e.stderr, e.stderr
-    assert not any((tmp_path / d).exists() for d in "xyzw")
+    assert not any((tmp_path / d).exists() for d in "xyzwv")
 
 
 def test_a_run_folder_killed_before_its_run_json_is_trained_again(tmp_path, monkeypatch):

@@ -253,6 +253,13 @@ def run_compare(data_spec: str, out: str, *, minutes: float = 5.0, steps: int | 
         raise UserError(f"{out}: exists and is not an aezoo compare folder; choose a new --out")
     dataset = data_mod.load(data_spec, data_dir, progress)  # a bad spec leaves nothing behind
     skipped = {n: _fits(n, dataset, by_family.get(n, [])) for n in names}  # so do bad settings
+    from ..train import TrainConfig
+
+    for n in names:  # and a training split smaller than a batch
+        size = batch_size or registry.get(n).TRAIN_DEFAULTS.get("batch_size") or TrainConfig.batch_size
+        if skipped[n] is None and len(dataset.train) < size:
+            raise UserError(f"the training split has {len(dataset.train)} items, fewer than {n}'s batch size "
+                            f"{size}; give a smaller --batch-size or more data")
     with one_writer(out_dir):
         make_dir(out_dir)
         write_json(state_file, {"settings": settings})
