@@ -241,7 +241,7 @@ def print_table(title: str, rows: list[dict]) -> None:
 
 
 def main(argv=None) -> int:
-    from aezoo.apps.restore import shipped_model
+    from aezoo.apps.restore import shipped_name, shipped_model
     from aezoo.env import machine_info
     from aezoo.io import write_json
     from aezoo.models.base import load_model
@@ -263,7 +263,8 @@ def main(argv=None) -> int:
     if a.colour_denoiser:
         colour_denoiser = load_model(a.colour_denoiser)
     else:
-        colour_denoiser = denoiser if a.denoiser else shipped_model(False, colour=True)
+        colour_denoiser = denoiser if a.denoiser or shipped_name(False, True) == shipped_name(False) \
+            else shipped_model(False, colour=True)
     inpainter = load_model(a.inpainter) if a.inpainter else shipped_model(True)
     grey, colour = (GREY[:2], COLOUR[:2]) if a.quick else (GREY, COLOUR)
     sigmas = (25,) if a.quick else SIGMAS

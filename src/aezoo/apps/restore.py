@@ -25,7 +25,7 @@ SHIPPED_COLOUR = "photo-denoise-colour"  # the denoiser of colour pictures, wher
 SHIPPED_FROM = "the shipped photo model"
 
 
-def _shipped_name(inpaint: bool, colour: bool = False) -> str:
+def shipped_name(inpaint: bool, colour: bool = False) -> str:
     """The folder under aezoo/weights of the shipped model for the task: for colour pictures the colour
     denoiser where it is installed, else the greyscale model (which restores colour in opponent colours)."""
     from importlib.resources import files
@@ -37,12 +37,12 @@ def _shipped_name(inpaint: bool, colour: bool = False) -> str:
 
 def shipped_model(inpaint: bool, colour: bool = False) -> Restorer:
     """The pretrained photo denoiser or inpainter that ships with the package (see aezoo/weights/README.md);
-    ``colour``: the one for colour pictures (:func:`_shipped_name`)."""
+    ``colour``: the one for colour pictures (:func:`shipped_name`)."""
     from importlib.resources import files
 
     from ..models.base import load_model
 
-    name = _shipped_name(inpaint, colour)
+    name = shipped_name(inpaint, colour)
     where = files("aezoo") / "weights" / name
     if not (where / "model.safetensors").is_file():
         raise UserError(f"the shipped {name} model is not installed with this copy of aezoo; "
@@ -252,7 +252,7 @@ def denoise(inputs: list[str], out: str, *, noise: str | None = None, sigma: flo
     pictures = [(p, read_for(model, p)) for p in inputs]  # read all first: a bad file writes nothing
     colour_model = model  # the shipped models: the colour denoiser (where installed) for colour pictures
     if run_dir == SHIPPED_FROM and any(img.shape[0] == 3 for _, img in pictures) and \
-            _shipped_name(False, colour=True) != SHIPPED[False]:  # loaded once more only when it is another model
+            shipped_name(False, colour=True) != SHIPPED[False]:  # loaded once more only when it is another model
         colour_model = shipped_model(False, colour=True)
     for i, (path, img) in enumerate(pictures):
         stem = Path(path).stem
