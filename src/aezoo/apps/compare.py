@@ -3,9 +3,8 @@
 Every registered autoencoder family that fits the data (or those named) is trained exactly as ``aezoo
 train`` would (each run's command is recorded), at equal wall-clock time per model and seed (or equal
 steps), each in its own run folder ``OUT/FAMILY-seedS``. A VQ-VAE's budget covers its PixelCNN prior: 70%
-for the VQ-VAE, 30% for the prior. A family whose recipe plans its schedule from the run's length (nvae's
-KL warm-up and cosine decay) gets a step count measured to fit the time (``train.max_steps``), with the
-time as a hard cap, so its run ends with the full objective. Every run is then scored by the same
+for the VQ-VAE, 30% for the prior. A family whose recipe plans its schedule over the run's length (nvae's
+KL warm-up and cosine decay) follows the clock, so its run ends with the full objective. Every run is then scored by the same
 metrics (:mod:`aezoo.eval.metrics`, all that apply) on the same test items with the same sample count,
 and ``leaderboard.md``, ``leaderboard.json`` and ``report.html`` are written: the table (mean ± std over
 seeds, the best of each column marked) and side-by-side grids of reconstructions of the same items,
@@ -104,43 +103,14 @@ def _fits(name: str, dataset, sets: list[str] = ()) -> str | None:
     return None
 
 
-def _needs_plan(name: str) -> bool:
-    """Whether the family's recipe plans over the run's length (a schedule or a warm-up that needs steps)."""
-    cls = registry.get(name)
-    return cls.TRAIN_DEFAULTS.get("schedule", "constant") != "constant"
-
-
-def _steps_in(name: str, dataset, minutes: float, batch_size: int | None, seed: int, model_sets=()) -> int:
-    """Steps the family takes in ``minutes`` on this machine: 90% of what 12 timed steps in memory predict
-    (after 4 untimed ones, which pay for allocation and warm-up)."""
-    from ..train import Trainer, TrainConfig
-    from .runs import _apply_train, build
-
-    def timed(steps: int) -> float:
-        defaults = dict(registry.get(name).TRAIN_DEFAULTS)
-        cfg = _apply_train(TrainConfig(), {**defaults, "epochs": None, "max_steps": steps, "progress": False,
-                                           "seed": seed, "batch_size": batch_size}, [])
-        trainer = Trainer(build(name, dataset, None, list(model_sets), seed), dataset, cfg, None)
-        t0 = time.perf_counter()
-        trainer.fit()
-        return time.perf_counter() - t0
-
-    timed(4)
-    per_step = timed(12) / 12
-    return max(1, int(0.9 * 60 * minutes / per_step))
-
-
-def _train_sets(name: str, dataset, minutes: float, steps: int | None, batch_size: int | None, seed: int,
-                model_sets=()):
+def _train_sets(minutes: float, steps: int | None, batch_size: int | None, seed: int):
     """(train overrides, train --set values) of one run, as the command line would give them."""
     overrides = {"epochs": None, "seed": seed, "batch_size": batch_size}
     sets = ["epochs=null"]
     if steps is not None:
         sets.append(f"max_steps={steps}")
-    else:
+    else:  # a schedule planned over the run's length (nvae's warm-up and decay) follows the clock
         overrides["max_minutes"] = minutes
-        if _needs_plan(name):
-            sets.append(f"max_steps={_steps_in(name, dataset, minutes, batch_size, seed, model_sets)}")
     return overrides, sets
 
 
@@ -194,7 +164,7 @@ def _train_one(name, spec, dataset, run_dir: Path, minutes, steps, batch_size, s
     share = (1 - PRIOR_SHARE) if two_stage and steps is None else 1.0
     state = _status(run_dir)
     if state == "new":
-        overrides, sets = _train_sets(name, dataset, minutes * share, steps, batch_size, seed, model_sets)
+        overrides, sets = _train_sets(minutes * share, steps, batch_size, seed)
     else:
         planned = read_json(run_dir / "run.json").get("train", {}).get("max_steps")
         overrides = {"epochs": None, "seed": seed, "batch_size": batch_size}
