@@ -104,6 +104,8 @@ def test_a_library_trainer_gets_the_family_and_preset_training_settings_unless_g
     """aezoo.train_config(model) is what `aezoo train` would use: the family's schedule, then the preset's
     learning rate, then the caller's fields; Trainer(model, data) without a config uses it; a TrainConfig
     built by hand is used as it is."""
+    import json
+
     import torch
 
     from aezoo.data import Dataset, Split
@@ -123,3 +125,10 @@ def test_a_library_trainer_gets_the_family_and_preset_training_settings_unless_g
     data = Dataset("tensors", "image", Split(x), Split(x[:32]), Split(x[:32]))
     assert aezoo.Trainer(acai, data, run_dir=None).config == aezoo.train_config(acai)
     assert aezoo.Trainer(acai, data, aezoo.TrainConfig(epochs=1), run_dir=None).config.lr is None
+    # a saved model keeps its preset, so its training settings follow it; a preset the family lacks is one line
+    aezoo.save(acai, tmp_path / "acai")
+    assert aezoo.train_config(aezoo.load(tmp_path / "acai")).lr == 1e-4
+    meta = json.loads((tmp_path / "acai" / "config.json").read_text())
+    (tmp_path / "acai" / "config.json").write_text(json.dumps({**meta, "preset": "nope"}))
+    with pytest.raises(UserError, match="has no preset 'nope'"):
+        aezoo.load(tmp_path / "acai")

@@ -284,6 +284,8 @@ def save_model(model: Model, directory: str | Path, extra: dict | None = None) -
     save_tensors(directory / "model.safetensors", tensors, metadata={"format": MODEL_FORMAT, "model": model.name})
     meta = {"format": MODEL_FORMAT, "aezoo_version": __version__, "model": model.name,
             "config": to_dict(model.config)}
+    if model.preset is not None:  # its training settings (aezoo.train_config) follow it
+        meta["preset"] = model.preset
     meta.update(extra or {})
     write_json(directory / "config.json", meta)
 
@@ -328,6 +330,9 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu", 
         raise UserError(f"{directory / 'config.json'}: not an aezoo model config")
     cls = registry.get(meta["model"])
     config = read_config(cls, meta["config"], f"{meta['model']} config")
+    preset = meta.get("preset")
+    if preset is not None and preset not in cls.PRESETS:
+        raise UserError(f"{directory / 'config.json'}: model {cls.name!r} has no preset {preset!r}")
     given = parts_mod.given_at_load(cls, parts or {})
     parts_mod.check_trust(cls, config, directory / "config.json", trust_code, given)
     model = cls(config, **given)
@@ -339,6 +344,7 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu", 
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{weights}: cannot read the weights ({e})") from None
     load_state(model, state, weights)
+    model.preset = preset
     model.attach(directory)
     model.to(map_location)  # load_state_dict copies into the CPU-built model; its companions move with it
     return model.eval()  # inference mode (batch norm uses its running statistics); the trainer sets train()
