@@ -7,7 +7,8 @@ parser with abbreviated options refused, then their models, presets, ``--set`` k
 classes), dataset specs, metrics, trackers, corruptions and boxes by the library's own functions; ``torchrun``
 options by torch's parser; ``make`` targets against the Makefile; ``pip install`` extras against
 pyproject.toml; ``curl`` requests against the OpenAPI schema of ``aezoo serve``'s app; ``tensorboard --logdir``
-against the folder a run of the same block writes. The cheap commands run for real: ``aezoo list``, and the
+against the folder a run of the same block writes. Whole commands inline in the prose (with an ``--out``)
+get the same checks. The cheap commands run for real: ``aezoo list``, and the
 shipped photo models' ``denoise`` and ``inpaint`` on generated pictures. A line of any other program fails
 until it gets a check here.
 
@@ -460,6 +461,35 @@ def test_shell_block_commands_are_what_aezoo_accepts(block, tmp_path):
     checker = Checker(block, tmp_path)
     for tokens in lines:
         checker.check(tokens)
+
+
+INLINE = re.compile(r"`(aezoo [^`]*--out [^`]*)`")
+
+
+def inline_commands() -> list[Block]:
+    """Whole commands written inline in the prose (those giving an ``--out``; shorter spans such as
+    ``aezoo train --eval full`` are fragments of a command, not commands)."""
+    found, heading, fenced = [], "", False
+    for n, line in enumerate(README.read_text().splitlines(), 1):
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and line.startswith("#"):
+            heading = line.lstrip("#").strip()
+        elif not fenced:
+            found += [Block("sh", n, m.group(1), heading) for m in INLINE.finditer(line)]
+    return found
+
+
+INLINE_COMMANDS = inline_commands()
+
+
+@pytest.mark.parametrize("block", INLINE_COMMANDS, ids=[f"line{b.line}" for b in INLINE_COMMANDS])
+def test_inline_commands_in_the_prose_are_what_aezoo_accepts(block, tmp_path):
+    Checker(block, tmp_path).check(shlex.split(block.code))
+
+
+def test_the_prose_has_inline_commands_to_check():
+    assert len(INLINE_COMMANDS) >= 3, "the README's prose lost its inline commands, or this test stopped finding them"
 
 
 # --- the checks themselves ------------------------------------------------------------------------------
