@@ -4,11 +4,11 @@ Every registered autoencoder family that fits the data (or those named) is train
 train`` would (each run's command is recorded), at equal wall-clock time per model and seed (or equal
 steps), each in its own run folder ``OUT/FAMILY-seedS``. A VQ-VAE's budget covers its PixelCNN prior: 70%
 for the VQ-VAE, 30% for the prior. A family whose recipe plans its schedule over the run's length (nvae's
-KL warm-up and cosine decay) follows the clock, so its run ends with the full objective. Every run is then scored by the same
-metrics (:mod:`aezoo.eval.metrics`, all that apply) on the same test items with the same sample count,
-and ``leaderboard.md``, ``leaderboard.json`` and ``report.html`` are written: the table (mean ± std over
-seeds, the best of each column marked) and side-by-side grids of reconstructions of the same items,
-samples with the same seeds, and interpolations between the same pairs.
+KL warm-up and cosine decay) follows the clock, so its run ends with the full objective. Every run is then
+scored by the same metrics (:mod:`aezoo.eval.metrics`, all that apply) on the same test items with the same
+sample count, and ``leaderboard.md``, ``leaderboard.json`` and ``report.html`` are written: the table (mean
+± std over seeds, the best of each column marked) and side-by-side grids of reconstructions of the same
+items, samples with the same seeds, and interpolations between the same pairs.
 
 A family's model settings (``--set NAME.KEY=VALUE``, e.g. your own networks: ``vae.encoder=mypkg.nets:Encoder``)
 are its ``aezoo train --set KEY=VALUE``; a family given settings must build with them (an error, not a skip).
@@ -223,10 +223,11 @@ def run_compare(data_spec: str, out: str, *, minutes: float = 5.0, steps: int | 
         raise UserError(f"{out}: exists and is not an aezoo compare folder; choose a new --out")
     dataset = data_mod.load(data_spec, data_dir, progress)  # a bad spec leaves nothing behind
     skipped = {n: _fits(n, dataset, by_family.get(n, [])) for n in names}  # so do bad settings
+    from ..models.base import train_defaults
     from ..train import TrainConfig
 
     for n in names:  # and a training split smaller than a batch
-        size = batch_size or registry.get(n).TRAIN_DEFAULTS.get("batch_size") or TrainConfig.batch_size
+        size = batch_size or train_defaults(registry.get(n), None).get("batch_size") or TrainConfig.batch_size
         if skipped[n] is None and len(dataset.train) < size:
             raise UserError(f"the training split has {len(dataset.train)} items, fewer than {n}'s batch size "
                             f"{size}; give a smaller --batch-size or more data")
