@@ -94,11 +94,17 @@ try:
 except TrainingDiverged as e:
     sys.stdout.write(f"rank {os.environ['RANK']}: {e}\\n")  # one write per line: the ranks share the pipe
     sys.stdout.flush()
-# the time budget: rank 0's clock decides, so both ranks stop after the same step
+# the time budget: rank 0's clock decides, so both ranks stop after the same step, and it paces both
+# ranks' cosine decay, so their weights stay identical although rank 1's clock runs twice as fast
+if os.environ["RANK"] == "1":
+    import time
+    real = time.perf_counter
+    time.perf_counter = lambda: 2 * real()
 model = aezoo.create("ae", seed=0, input_shape=list(data.shape), widths=[16], latent_dim=2, norm="none")
-cfg = aezoo.TrainConfig(epochs=None, max_minutes=0.03, batch_size=8, threads=1, progress=False)
+cfg = aezoo.TrainConfig(epochs=None, max_minutes=0.03, batch_size=8, threads=1, progress=False, schedule="cosine")
 res = aezoo.Trainer(model, data, cfg, None).fit()
-sys.stdout.write(f"stopped {res.stopped_by} {res.step}\\n")
+total = sum(float(p.double().sum()) for p in model.parameters())
+sys.stdout.write(f"stopped {res.stopped_by} {res.step} weights {total!r}\\n")
 sys.stdout.flush()
 """
 

@@ -102,12 +102,12 @@ class Group:
             t.copy_(flat[offset:offset + n].view_as(t).to(t.dtype))
             offset += n
 
-    def decide(self, flag: bool) -> bool:
-        """Rank 0's ``flag``, on every rank (the time budget: one clock decides). A CPU tensor (gloo): read
-        back every step, it must not wait for a GPU's queue."""
-        t = torch.tensor([1.0 if flag else 0.0])
+    def share_float(self, value: float) -> float:
+        """Rank 0's ``value``, on every rank (the time budget: one clock decides and paces the schedules).
+        A CPU float64 tensor (gloo): read back every step, it must not wait for a GPU's queue."""
+        t = torch.tensor([value], dtype=torch.float64)
         self._run(dist.broadcast, t, 0)
-        return bool(t.item())
+        return float(t.item())
 
     def gather_bytes(self, t: torch.Tensor) -> list[torch.Tensor]:
         """Every rank's uint8 tensor of one shape (RNG states), in rank order."""

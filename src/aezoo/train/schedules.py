@@ -1,4 +1,5 @@
-"""Learning-rate schedules as pure functions of the step: nothing to save, resume is exact."""
+"""Learning-rate schedules as pure functions of the step, or of the share of a time budget used: nothing to
+save; a resume is exact on planned steps."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import math
 def lr_factor(step: int, total: int | None, schedule: str, warmup: int = 0, floor: float = 0.0,
               progress: float | None = None) -> float:
     """Multiplier of the peak learning rate at ``step`` (0-based) of ``total`` planned steps; without
-    planned steps, the decay follows ``progress`` (0 to 1, the share of a time budget used)."""
+    planned steps, the decay follows ``progress`` (0 to 1, the share of a time budget used). Planned steps
+    win over a time budget: there the budget is a cap, which a run trained in chunks raises at each resume."""
     if warmup and step < warmup:
         return (step + 1) / warmup
     if schedule == "constant" or (not total and progress is None):

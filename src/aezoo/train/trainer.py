@@ -411,16 +411,25 @@ class Trainer:
     def progress(self, step: int) -> float:
         """The fraction of the run's budget used before ``step``: of its planned steps, of its time budget, or
         the larger of both (whichever ends the run first); a time budget makes it follow the clock."""
-        c, done = self.config, 0.0
-        if self.total_steps:
-            done = step / self.total_steps
-        if c.max_minutes and getattr(self, "_clock", None) is not None:
-            done = max(done, (time.perf_counter() - self._clock) / (60 * c.max_minutes))
-        return min(1.0, done)
+        done = step / self.total_steps if self.total_steps else 0.0
+        on_clock = self._time_share()
+        return min(1.0, done if on_clock is None else max(done, on_clock))
+
+    def _time_share(self) -> float | None:
+        """The share of the time budget used (None without one). Ranks read one clock, rank 0's as shared at
+        the last step: their own would give them other learning rates and KL weights, and their weights
+        would drift apart."""
+        c = self.config
+        if not c.max_minutes or getattr(self, "_clock", None) is None:
+            return None
+        elapsed = getattr(self, "_rank0_elapsed", None)
+        if elapsed is None:
+            elapsed = time.perf_counter() - self._clock
+        return elapsed / (60 * c.max_minutes)
 
     def _train_step(self, batch: Batch, step: int) -> dict:
         c = self.config
-        factor = lr_factor(step, self.total_steps, c.schedule, c.warmup_steps, c.min_lr_ratio, self.progress(step))
+        factor = lr_factor(step, self.total_steps, c.schedule, c.warmup_steps, c.min_lr_ratio, self._time_share())
         for name, opt in self.optimizers.items():
             for group, base in zip(opt.param_groups, self.base_lrs[name]):
                 group["lr"] = base * factor
@@ -519,6 +528,7 @@ class Trainer:
         self._write_run_json(state, finished=False)
         t0 = time.perf_counter() - state["elapsed_s"]
         self._clock = t0
+        self._rank0_elapsed = state["elapsed_s"] if self.dist is not None else None
         bar = tqdm(total=self.total_steps, initial=state["step"], disable=not (c.progress and self.main), unit="step",
                    desc=f"{self.model.name} on {self.data.spec}", dynamic_ncols=True)
         acc: dict[str, float] = {}
@@ -562,9 +572,10 @@ class Trainer:
                         out_of_time, stopped_by = True, "steps"
                         break
                     if c.max_minutes is not None:
-                        out_of_time = time.perf_counter() - t0 >= 60 * c.max_minutes
-                        if self.dist is not None:
-                            out_of_time = self.dist.decide(out_of_time)
+                        elapsed = time.perf_counter() - t0
+                        if self.dist is not None:  # rank 0's clock decides, and paces every rank's schedule
+                            elapsed = self._rank0_elapsed = self.dist.share_float(elapsed)
+                        out_of_time = elapsed >= 60 * c.max_minutes
                         if out_of_time:
                             stopped_by = "time"
                             break
