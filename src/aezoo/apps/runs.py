@@ -19,7 +19,7 @@ from ..config import apply_overrides, from_dict, to_dict
 from ..errors import UserError
 from ..eval.metrics import evaluate
 from ..io import cannot_write, check_output_dir, one_writer, read_json, save_image, write_json
-from ..models.base import Autoencoder, Model, Prior, make_config, read_config, train_defaults
+from ..models.base import Autoencoder, Model, Prior, make_config, read_config, saved_preset, train_defaults
 from ..models.parts import check_trust
 from ..rng import seeded
 from ..registry import get as get_model_class
@@ -80,7 +80,7 @@ def train_run(model_name: str | None, data_spec: str | None, out: str, *, preset
                     raise distributed.RankZeroRefused(verdict)
             cfg.progress = progress and cfg.progress
             trainer = Trainer(model, dataset, cfg, out_dir,
-                              extra_meta={"model_config": to_dict(model.config), "preset": preset},
+                              extra_meta={"model_config": to_dict(model.config), "preset": model.preset},
                               val_images=lambda m: validation_pictures(m, dataset))
             trainer.fit(resume=resume)
             return finish_run(model, dataset, out_dir, eval_options, cfg.progress) if main else None
@@ -121,6 +121,7 @@ def _prepare(model_name, data_spec, out_dir: Path, preset, model_overrides, trai
         dataset = dataset or data_mod.load(data_spec, data_dir, progress)
         check_trust(cls, config, out_dir / "run.json")  # your own networks are imported only when trusted
         model = cls(config)
+        model.preset = saved_preset(cls, meta.get("preset"), out_dir / "run.json")
         return cfg, model, dataset
     if owner and out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:

@@ -266,6 +266,14 @@ def train_defaults(cls: type[Model], preset: str | None) -> dict:
     return {**cls.TRAIN_DEFAULTS, **(cls.PRESETS.get(preset, {}).get("train", {}) if preset else {})}
 
 
+def saved_preset(cls: type[Model], value, where) -> str | None:
+    """The preset a saved model or run was made with; one its family no longer has (renamed by a later
+    version) is dropped, so the model still loads and trains with the family's own settings."""
+    if value is not None and not isinstance(value, str):
+        raise UserError(f"{where}: preset must be a preset's name, got {value!r}")
+    return value if value in cls.PRESETS else None
+
+
 RETIRED = ("lr",)  # model config keys of earlier versions' saves, now the training config's (train.lr)
 
 
@@ -330,9 +338,7 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu", 
         raise UserError(f"{directory / 'config.json'}: not an aezoo model config")
     cls = registry.get(meta["model"])
     config = read_config(cls, meta["config"], f"{meta['model']} config")
-    preset = meta.get("preset")
-    if preset is not None and preset not in cls.PRESETS:
-        raise UserError(f"{directory / 'config.json'}: model {cls.name!r} has no preset {preset!r}")
+    preset = saved_preset(cls, meta.get("preset"), directory / "config.json")
     given = parts_mod.given_at_load(cls, parts or {})
     parts_mod.check_trust(cls, config, directory / "config.json", trust_code, given)
     model = cls(config, **given)
@@ -369,4 +375,4 @@ def load_state(model: nn.Module, state: dict, where) -> None:
 
 
 __all__ = ["ModelConfig", "Model", "Autoencoder", "Prior", "Restorer", "Optim", "StepContext", "LossStep", "save_model", "load_model",
-           "copy_model", "make_config", "check_format", "train_defaults", "read_config"]
+           "copy_model", "make_config", "check_format", "train_defaults", "saved_preset", "read_config"]
