@@ -283,6 +283,8 @@ def test_tfidf_text_input_and_its_squared_error_loss():
     m.decoder_output = lambda code: out
     rec = m(x)
     assert torch.allclose(rec, torch.tensor([[0.6, 0.6, 0.6, 0.6, 0.6], [0.0, 0, 4, 0, 0]]))
+    out[1, 2] = float("nan")  # a diverged decoder is not hidden behind equal shares
+    assert torch.isnan(m(x)[1]).all() and not torch.isnan(m(x)[0]).any()
     # the IDF weights are saved with the model
     assert "idf" in m.state_dict()
 

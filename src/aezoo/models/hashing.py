@@ -221,7 +221,7 @@ class SemanticHash(Autoencoder):
         if self.config.tfidf_text and self.likelihood.name == "gaussian":
             tf = (out / self.idf).clamp_min(0)
             total = tf.sum(-1, keepdim=True)
-            tf = torch.where(total > 0, tf, torch.ones_like(tf))
+            tf = torch.where(total == 0, torch.ones_like(tf), tf)  # (a NaN stays NaN: the run's checks see it)
             return tf / tf.sum(-1, keepdim=True)
         return self.likelihood.mean(out)
 
