@@ -107,6 +107,17 @@ def test_a_run_folder_killed_before_its_run_json_is_trained_again(tmp_path, monk
     assert seen == [(False, seen[0][1])] and not seen[0][1].get("resume") and not seen[0][1].get("overwrite")
 
 
+def test_the_batch_size_of_a_compare_is_its_priors_too(tmp_path, monkeypatch):
+    from aezoo.apps import compare
+
+    seen = {}
+    monkeypatch.setattr(compare, "train_run", lambda *a, **k: seen.update(model=k["train_overrides"]))
+    monkeypatch.setattr(compare, "train_prior", lambda *a, **k: seen.update(prior=k["train_overrides"]))
+    commands = compare._train_one("vqvae", "digits", None, tmp_path / "vqvae-seed0", 1.0, None, 32, 0, False)
+    assert seen["model"]["batch_size"] == seen["prior"]["batch_size"] == 32
+    assert all("--batch-size 32" in c for c in commands) and len(commands) == 2
+
+
 def test_run_states(tmp_path):
     run = tmp_path / "r"
     assert _status(run) == "new"

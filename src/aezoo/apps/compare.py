@@ -184,6 +184,7 @@ def _train_one(name, spec, dataset, run_dir: Path, minutes, steps, batch_size, s
         prior_dir = run_dir.parent / f"{run_dir.name}-prior"
         p_over, p_sets = ({"epochs": None, "seed": seed, "max_minutes": minutes * PRIOR_SHARE}, ["epochs=null"]) \
             if steps is None else ({"epochs": None, "seed": seed}, ["epochs=null", f"max_steps={steps}"])
+        p_over["batch_size"] = batch_size  # --batch-size is the prior's too
         commands.append(_command("pixelcnn", spec, prior_dir, p_over, p_sets, prior_of=run_dir))
         p_state = _status(prior_dir)
         if p_state != "trained" or not (run_dir / "prior" / "model.safetensors").is_file():
@@ -226,11 +227,12 @@ def run_compare(data_spec: str, out: str, *, minutes: float = 5.0, steps: int | 
     from ..models.base import train_defaults
     from ..train import TrainConfig
 
-    for n in names:  # and a training split smaller than a batch
-        size = batch_size or train_defaults(registry.get(n), None).get("batch_size") or TrainConfig.batch_size
-        if skipped[n] is None and len(dataset.train) < size:
-            raise UserError(f"the training split has {len(dataset.train)} items, fewer than {n}'s batch size "
-                            f"{size}; give a smaller --batch-size or more data")
+    for n in names:  # and a training split smaller than a batch (a two-stage family's prior trains on its codes)
+        for part in [n] + (["pixelcnn"] if registry.get(n).discrete_codes else []):
+            size = batch_size or train_defaults(registry.get(part), None).get("batch_size") or TrainConfig.batch_size
+            if skipped[n] is None and len(dataset.train) < size:
+                raise UserError(f"the training split has {len(dataset.train)} items, fewer than {part}'s batch "
+                                f"size {size}; give a smaller --batch-size or more data")
     with one_writer(out_dir):
         make_dir(out_dir)
         write_json(state_file, {"settings": settings})
