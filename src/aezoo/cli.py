@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--minutes and write "
                                    "OUT/report.html (and each run's own report).")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo; replaced if it is a demo)")
-    p.add_argument("--minutes", type=float, default=3.3, help="total training budget (default 3.3)")
+    p.add_argument("--minutes", type=float, default=3.3, help="total budget, evaluation included (default 3.3); under a minute, each run still trains 3 s")
     p.add_argument("--data", default="fashion-mnist", help="image dataset spec (default fashion-mnist)")
     _common(p)
     p.set_defaults(func=cmd_demo)
