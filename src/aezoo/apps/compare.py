@@ -36,8 +36,9 @@ from .. import registry
 from ..errors import UserError
 from ..eval.metrics import evaluate
 from ..io import check_output_dir, make_dir, one_writer, read_json, write_bytes, write_json
-from ..models.base import Autoencoder, Prior, load_model
+from ..models.base import Autoencoder, Prior, load_model, train_defaults
 from ..models.parts import check_trust
+from ..train import TrainConfig
 from .prior import train_prior
 from .runs import train_run
 
@@ -224,15 +225,14 @@ def run_compare(data_spec: str, out: str, *, minutes: float = 5.0, steps: int | 
         raise UserError(f"{out}: exists and is not an aezoo compare folder; choose a new --out")
     dataset = data_mod.load(data_spec, data_dir, progress)  # a bad spec leaves nothing behind
     skipped = {n: _fits(n, dataset, by_family.get(n, [])) for n in names}  # so do bad settings
-    from ..models.base import train_defaults
-    from ..train import TrainConfig
-
-    for n in names:  # and a training split smaller than a batch (a two-stage family's prior trains on its codes)
-        for part in [n] + (["pixelcnn"] if registry.get(n).discrete_codes else []):
-            size = batch_size or train_defaults(registry.get(part), None).get("batch_size") or TrainConfig.batch_size
-            if skipped[n] is None and len(dataset.train) < size:
-                raise UserError(f"the training split has {len(dataset.train)} items, fewer than {part}'s batch "
-                                f"size {size}; give a smaller --batch-size or more data")
+    # and a training split smaller than a batch (a two-stage family's prior trains on its codes)
+    parts = [p for n in names if skipped[n] is None
+             for p in ([n, "pixelcnn"] if registry.get(n).discrete_codes else [n])]
+    for part in parts:
+        size = batch_size or train_defaults(registry.get(part), None).get("batch_size") or TrainConfig.batch_size
+        if len(dataset.train) < size:
+            raise UserError(f"the training split has {len(dataset.train)} items, fewer than {part}'s batch "
+                            f"size {size}; give a smaller --batch-size or more data")
     with one_writer(out_dir):
         make_dir(out_dir)
         write_json(state_file, {"settings": settings})

@@ -44,7 +44,7 @@ import torch
 from .. import env
 from .._version import __version__
 from ..env import machine_info
-from ..config import to_dict
+from ..config import from_dict, to_dict
 from ..data import Dataset, batches, num_batches
 from ..errors import TrainingDiverged, UserError
 from ..io import cannot_write, make_dir, read_json, write_bytes, write_json
@@ -275,8 +275,6 @@ def train_config(model: Model, **fields) -> TrainConfig:
     """The training config ``aezoo train`` gives ``model``: its family's settings (e.g. nvae's warm-up and
     cosine decay), then its preset's (e.g. acai's ``berthelot2019`` learning rate), then ``fields``.
     A ``TrainConfig(...)`` you build yourself is used as it is."""
-    from ..config import from_dict
-
     values = {**train_defaults(type(model), model.preset), **fields}
     return from_dict(TrainConfig, json.loads(json.dumps(values)), "train config")
 
@@ -297,6 +295,8 @@ class Trainer:
         # run_dir=None: train in memory only (no checkpoints, logs or saved model; no resume)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.extra_meta = extra_meta or {}
+        self._clock = None  # fit(): when the run's time began (counted across resumes)
+        self._rank0_elapsed = None  # distributed: rank 0's elapsed seconds, shared at each step
         if tuple(data.shape) != tuple(model.config.input_shape):
             raise UserError(f"the data's items have shape {data.shape}, the model expects {tuple(model.config.input_shape)}")
         if len(data.train) < self.config.batch_size:
@@ -420,9 +420,9 @@ class Trainer:
         the last step: their own would give them other learning rates and KL weights, and their weights
         would drift apart."""
         c = self.config
-        if not c.max_minutes or getattr(self, "_clock", None) is None:
+        if not c.max_minutes or self._clock is None:
             return None
-        elapsed = getattr(self, "_rank0_elapsed", None)
+        elapsed = self._rank0_elapsed
         if elapsed is None:
             elapsed = time.perf_counter() - self._clock
         return elapsed / (60 * c.max_minutes)
