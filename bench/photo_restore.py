@@ -241,7 +241,7 @@ def print_table(title: str, rows: list[dict]) -> None:
 
 
 def main(argv=None) -> int:
-    from aezoo.apps.restore import shipped_name, shipped_model
+    from aezoo.apps.restore import shipped_model
     from aezoo.env import machine_info
     from aezoo.io import write_json
     from aezoo.models.base import load_model
@@ -249,7 +249,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--denoiser", help="a run of 'aezoo train photo' (default: the shipped denoiser)")
     ap.add_argument("--colour-denoiser", help="a run of 'aezoo train photo' on colour data, for the colour pictures "
-                                              "(default: the shipped colour denoiser where installed, else --denoiser)")
+                                              "(default: --denoiser when given, else the shipped colour denoiser)")
     ap.add_argument("--inpainter", help="a run of 'aezoo train photo --preset inpaint' (default: the shipped one)")
     ap.add_argument("--photos", default="data/photos", help="the training photographs (scripts/get-photos.sh); "
                                                             "the held-out ones tune the classical methods")
@@ -263,8 +263,7 @@ def main(argv=None) -> int:
     if a.colour_denoiser:
         colour_denoiser = load_model(a.colour_denoiser)
     else:
-        colour_denoiser = denoiser if a.denoiser or shipped_name(False, True) == shipped_name(False) \
-            else shipped_model(False, colour=True)
+        colour_denoiser = denoiser if a.denoiser else shipped_model(False, colour=True)
     inpainter = load_model(a.inpainter) if a.inpainter else shipped_model(True)
     grey, colour = (GREY[:2], COLOUR[:2]) if a.quick else (GREY, COLOUR)
     sigmas = (25,) if a.quick else SIGMAS

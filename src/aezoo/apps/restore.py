@@ -21,18 +21,14 @@ from ..models.base import Restorer
 
 
 SHIPPED = {False: "photo-denoise", True: "photo-inpaint"}  # the models under aezoo/weights, by inpaint
-SHIPPED_COLOUR = "photo-denoise-colour"  # the denoiser of colour pictures, where installed
+SHIPPED_COLOUR = "photo-denoise-colour"  # the denoiser of colour pictures
 SHIPPED_FROM = "the shipped photo model"
 
 
 def shipped_name(inpaint: bool, colour: bool = False) -> str:
-    """The folder under aezoo/weights of the shipped model for the task: for colour pictures the colour
-    denoiser where it is installed, else the greyscale model (which restores colour in opponent colours)."""
-    from importlib.resources import files
-
-    if colour and not inpaint and (files("aezoo") / "weights" / SHIPPED_COLOUR / "model.safetensors").is_file():
-        return SHIPPED_COLOUR
-    return SHIPPED[inpaint]
+    """The folder under aezoo/weights of the shipped model for the task: the colour denoiser for colour
+    pictures (the inpainter is greyscale: colour goes through it in opponent colours)."""
+    return SHIPPED_COLOUR if colour and not inpaint else SHIPPED[inpaint]
 
 
 def shipped_model(inpaint: bool, colour: bool = False) -> Restorer:
@@ -250,9 +246,8 @@ def denoise(inputs: list[str], out: str, *, noise: str | None = None, sigma: flo
         write_json(Path(out) / "denoise.json", metrics)
         return metrics
     pictures = [(p, read_for(model, p)) for p in inputs]  # read all first: a bad file writes nothing
-    colour_model = model  # the shipped models: the colour denoiser (where installed) for colour pictures
-    if run_dir == SHIPPED_FROM and any(img.shape[0] == 3 for _, img in pictures) and \
-            shipped_name(False, colour=True) != SHIPPED[False]:  # loaded once more only when it is another model
+    colour_model = model  # the shipped models: the colour denoiser for colour pictures
+    if run_dir == SHIPPED_FROM and any(img.shape[0] == 3 for _, img in pictures):
         colour_model = shipped_model(False, colour=True)
     for i, (path, img) in enumerate(pictures):
         stem = Path(path).stem
